@@ -1,0 +1,438 @@
+"""The positional-encoding zoo (DESIGN section 5): one registry, three interfaces.
+
+Interfaces (the model dispatches on ``kind``, never on class names):
+
+* ``additive`` -- ``embed(positions) -> (T, d_model)`` added to token embeddings;
+* ``bias``     -- ``bias(q_pos, k_pos) -> (H, Tq, Tk)`` added to attention logits (after the
+  1/sqrt(d) scaling); query-dependent biases (Shaw) set ``query_dependent`` and return
+  ``(Tq, Tk, D)`` relative key vectors that the attention contracts with q;
+* ``rotary``   -- ``rotation(positions) -> Rotation`` that rotates (and scales) q and k.
+
+Positions are explicit ``(T,)`` tensors shared across the batch. Tables are computed once per
+forward pass by the model and shared by all layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from .config import PEConfig
+from .errors import ConfigError
+from .registry import Registry
+
+Kind = Literal["none", "additive", "bias", "rotary"]
+
+
+@dataclass(frozen=True)
+class PEDims:
+    """Model sizes a positional encoding needs."""
+
+    d_model: int
+    n_heads: int
+    head_dim: int
+    causal: bool = True
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What rotates q and k: split-half cos/sin tables (T, D) and optional XPos scales (T, D)."""
+
+    cos: Tensor
+    sin: Tensor
+    q_scale: Tensor | None = None
+    k_scale: Tensor | None = None
+
+
+@runtime_checkable
+class AdditivePE(Protocol):
+    kind: ClassVar[str]
+
+    def embed(self, positions: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class BiasPE(Protocol):
+    kind: ClassVar[str]
+    query_dependent: ClassVar[bool]
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class RotaryPE(Protocol):
+    kind: ClassVar[str]
+
+    def rotation(self, positions: Tensor) -> Rotation: ...
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: holds the config and dims; default positions are 0..T-1."""
+
+    kind: ClassVar[Kind] = "none"
+    query_dependent: ClassVar[bool] = False
+    max_positions: int | None = None  # largest position + 1 the encoding can represent
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dims = dims
+
+    def default_positions(self, length: int, device: torch.device | str = "cpu") -> Tensor:
+        """Positions used when the caller passes none: 0..T-1."""
+        return torch.arange(length, device=device)
+
+    def check_positions(self, positions: Tensor) -> None:
+        if self.max_positions is not None and positions.numel() and int(positions.max()) >= self.max_positions:
+            raise ValueError(
+                f"{self.cfg.name}: position {int(positions.max())} is beyond this encoding's "
+                f"table (max_len = {self.max_positions})")
+
+
+ENCODINGS: Registry[type[PositionalEncoding]] = Registry("positional encoding")
+
+
+def build_encoding(cfg: PEConfig, dims: PEDims) -> PositionalEncoding:
+    """Instantiate the encoding named by `cfg.name`."""
+    return ENCODINGS.get(cfg.name, "pe.name")(cfg, dims)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def alibi_slopes(n_heads: int) -> Tensor:
+    """ALiBi head slopes (Press et al. 2022, section 3): 2^(-8k/n), interleaved for non-powers of 2."""
+    if n_heads < 1:
+        raise ConfigError(f"n_heads = {n_heads}: must be >= 1")
+
+    def pow2(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (k + 1) for k in range(n)]
+
+    c = 2 ** math.floor(math.log2(n_heads))
+    slopes = pow2(c)
+    if c != n_heads:
+        slopes += pow2(2 * c)[0::2][: n_heads - c]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def t5_relative_bucket(relative_position: Tensor, bidirectional: bool = True, num_buckets: int = 32,
+                       max_distance: int = 128) -> Tensor:
+    """T5 relative-position bucket (Raffel et al. 2020); relative_position = key - query."""
+    rel = relative_position.long()
+    buckets = torch.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (rel > 0).long() * num_buckets
+        n = rel.abs()
+    else:
+        n = (-rel).clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    large = max_exact + (
+        torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(is_small, n, large)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension (split-half RoPE layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
+    """Rotate x (B, H, T, D) by position (RoFormer eq. 34, split-half layout); XPos scales q/k."""
+    cos, sin = rot.cos.to(x.dtype), rot.sin.to(x.dtype)
+    out = x * cos + rotate_half(x) * sin
+    scale = rot.q_scale if which == "q" else rot.k_scale
+    return out if scale is None else out * scale.to(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> Tensor:
+    """RoFormer frequencies theta_i = base^(-2(i-1)/d), i = 1..d/2."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def _cos_sin(positions: Tensor, inv_freq: Tensor, attention_factor: float = 1.0) -> tuple[Tensor, Tensor]:
+    angles = positions.float()[:, None] * inv_freq[None, :].to(positions.device)  # (T, D/2)
+    emb = torch.cat((angles, angles), dim=-1)  # (T, D) split-half layout
+    return emb.cos() * attention_factor, emb.sin() * attention_factor
+
+
+# ----------------------------------------------------------------------------- encodings
+
+
+@ENCODINGS.register("none")
+class NoPE(PositionalEncoding):
+    """No positional encoding (NoPE; Kazemnejad et al. 2023)."""
+
+    kind: ClassVar[Kind] = "none"
+
+
+@ENCODINGS.register("sinusoidal")
+class Sinusoidal(PositionalEncoding):
+    """Fixed sinusoids (Vaswani et al. 2017, section 3.5): w_i = 10000^(-2i/d)."""
+
+    kind: ClassVar[Kind] = "additive"
+
+    def embed(self, positions: Tensor) -> Tensor:
+        d = self.dims.d_model
+        inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float32, device=positions.device) / d))
+        ang = positions.float()[:, None] * inv[None, :]  # (T, d/2)
+        out = torch.stack((ang.sin(), ang.cos()), dim=-1)  # (T, d/2, 2): sin at 2i, cos at 2i+1
+        return out.flatten(1)  # (T, d)
+
+
+@ENCODINGS.register("learned")
+class Learned(PositionalEncoding):
+    """Learned absolute positions (GPT/BERT style): the only encoding with a maximum length."""
+
+    kind: ClassVar[Kind] = "additive"
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.max_positions = cfg.max_len
+        self.table = nn.Embedding(cfg.max_len, dims.d_model)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def embed(self, positions: Tensor) -> Tensor:
+        self.check_positions(positions)
+        return self.table(positions.long())  # (T, d)
+
+
+@ENCODINGS.register("alibi")
+class ALiBi(PositionalEncoding):
+    """ALiBi (Press et al. 2022): bias -m_h * |i - j|, not scaled by 1/sqrt(d)."""
+
+    kind: ClassVar[Kind] = "bias"
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.register_buffer("slopes", alibi_slopes(dims.n_heads), persistent=False)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (Tq, Tk)
+        return -self.slopes[:, None, None] * dist[None]  # (H, Tq, Tk)
+
+
+@ENCODINGS.register("t5")
+class T5Bias(PositionalEncoding):
+    """T5 relative bias (Raffel et al. 2020): one learned scalar per (bucket, head)."""
+
+    kind: ClassVar[Kind] = "bias"
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.table = nn.Embedding(cfg.t5_num_buckets, dims.n_heads)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def buckets(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        rel = k_pos[None, :].long() - q_pos[:, None].long()  # (Tq, Tk), key - query
+        return t5_relative_bucket(rel, not self.dims.causal, self.cfg.t5_num_buckets, self.cfg.t5_max_distance)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        return self.table(self.buckets(q_pos, k_pos)).permute(2, 0, 1)  # (H, Tq, Tk)
+
+
+@ENCODINGS.register("kerple")
+class Kerple(PositionalEncoding):
+    """KERPLE (Chi et al. 2022): log -p*log(1+a|i-j|) or power -p*|i-j|^a, p, a > 0 per head."""
+
+    kind: ClassVar[Kind] = "bias"
+    eps: ClassVar[float] = 1e-2
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.p = nn.Parameter(torch.rand(dims.n_heads) * 2 + self.eps)
+        a0 = torch.rand(dims.n_heads) * (1.0 if cfg.kerple_variant == "log" else 2.0)
+        self.a = nn.Parameter(a0.clamp(min=self.eps, max=2.0 - self.eps))
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        dist = (q_pos[:, None] - k_pos[None, :]).abs().float()[None]  # (1, Tq, Tk)
+        p = self.p.clamp(min=self.eps)[:, None, None]
+        if self.cfg.kerple_variant == "log":
+            a = self.a.clamp(min=self.eps)[:, None, None]
+            return -p * torch.log1p(a * dist)  # (H, Tq, Tk)
+        a = self.a.clamp(min=self.eps, max=2.0)[:, None, None]
+        return -p * dist.clamp(min=1e-6).pow(a) * (dist > 0)  # (H, Tq, Tk)
+
+
+@ENCODINGS.register("fire")
+class FIRE(PositionalEncoding):
+    """FIRE (Li et al. 2024): f(psi(i-j) / psi(max(L, i))), psi(x) = log(c|x| + 1), f an MLP."""
+
+    kind: ClassVar[Kind] = "bias"
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.mlp = nn.Sequential(nn.Linear(1, cfg.fire_hidden), nn.ReLU(), nn.Linear(cfg.fire_hidden, dims.n_heads))
+        self.c = nn.Parameter(torch.tensor(1.0))
+        self.threshold = nn.Parameter(torch.tensor(float(cfg.fire_threshold)))
+
+    def psi(self, x: Tensor) -> Tensor:
+        return torch.log(self.c.abs() * x.abs() + 1.0)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        rel = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (Tq, Tk)
+        norm = self.psi(torch.maximum(self.threshold.abs(), q_pos.float()))[:, None]  # (Tq, 1)
+        x = self.psi(rel) / norm.clamp(min=1e-6)  # (Tq, Tk), in [0, 1] for causal pairs
+        return self.mlp(x[..., None]).permute(2, 0, 1)  # (H, Tq, Tk)
+
+
+@ENCODINGS.register("shaw")
+class Shaw(PositionalEncoding):
+    """Shaw et al. 2018 relative keys: q_i . a_(clip(j-i, k)) / sqrt(d), 2k+1 learned vectors."""
+
+    kind: ClassVar[Kind] = "bias"
+    query_dependent: ClassVar[bool] = True
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        self.table = nn.Embedding(2 * cfg.shaw_clip + 1, dims.head_dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        k = self.cfg.shaw_clip
+        rel = (k_pos[None, :] - q_pos[:, None]).long().clamp(-k, k) + k  # (Tq, Tk)
+        return self.table(rel) / math.sqrt(self.dims.head_dim)  # (Tq, Tk, D): contracted with q
+
+
+@ENCODINGS.register("rope")
+class RoPE(PositionalEncoding):
+    """Rotary position embedding (Su et al., RoFormer, eq. 34), split-half layout."""
+
+    kind: ClassVar[Kind] = "rotary"
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        inv, self.attention_factor = self.init_inv_freq()
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    def init_inv_freq(self) -> tuple[Tensor, float]:
+        return rope_inv_freq(self.dims.head_dim, self.cfg.rope_theta), 1.0
+
+    def rotation(self, positions: Tensor) -> Rotation:
+        cos, sin = _cos_sin(positions, self.inv_freq, self.attention_factor)
+        return Rotation(cos, sin)
+
+
+@ENCODINGS.register("xpos")
+class XPos(RoPE):
+    """XPos (Sun et al. 2023): RoPE with q * zeta^(n/gamma), k * zeta^(-m/gamma), centred positions."""
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        d = dims.head_dim
+        zeta = (torch.arange(0, d, 2, dtype=torch.float32) + 0.4 * d) / (1.4 * d)  # (D/2,)
+        self.register_buffer("zeta", zeta, persistent=False)
+
+    def rotation(self, positions: Tensor) -> Rotation:
+        rot = super().rotation(positions)
+        p = positions.float()
+        centred = p - torch.floor((p.max() + p.min()) / 2) if p.numel() else p
+        s = self.zeta.to(p.device)[None, :] ** (centred[:, None] / self.cfg.xpos_gamma)  # (T, D/2)
+        s = torch.cat((s, s), dim=-1)  # (T, D)
+        return Rotation(rot.cos, rot.sin, q_scale=s, k_scale=1.0 / s)
+
+
+class _HFScaledRoPE(RoPE):
+    """RoPE whose inverse frequencies come from transformers' ROPE_INIT_FUNCTIONS."""
+
+    rope_type: ClassVar[str] = ""
+
+    def hf_config(self):  # noqa: ANN201 -- a transformers config
+        from transformers import LlamaConfig
+
+        c = self.cfg
+        params = {"rope_type": self.rope_type, "rope_theta": c.rope_theta, "factor": c.factor}
+        max_pos = c.original_max_len
+        if self.rope_type in ("yarn", "llama3"):  # these read the training length and the target length
+            params["original_max_position_embeddings"] = c.original_max_len
+            max_pos = int(c.original_max_len * c.factor)
+        if self.rope_type == "llama3":
+            params.update(low_freq_factor=1.0, high_freq_factor=4.0)
+        d = self.dims
+        return LlamaConfig(hidden_size=d.n_heads * d.head_dim, num_attention_heads=d.n_heads, head_dim=d.head_dim,
+                           max_position_embeddings=max_pos, rope_parameters=params)
+
+    def init_inv_freq(self, seq_len: int | None = None) -> tuple[Tensor, float]:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        inv, factor = ROPE_INIT_FUNCTIONS[self.rope_type](self.hf_config(), None, seq_len)
+        return inv.float(), float(factor)
+
+
+def _register_scaled(name: str, doc: str) -> None:
+    cls = type(f"RoPE_{name}", (_HFScaledRoPE,), {"rope_type": name, "__doc__": doc})
+    ENCODINGS.register(name)(cls)
+
+
+_register_scaled("linear", "RoPE with position interpolation (Chen et al. 2023): positions / factor.")
+_register_scaled("yarn", "RoPE with YaRN frequency interpolation and attention factor (Peng et al. 2023).")
+_register_scaled("llama3", "RoPE with Llama 3 frequency-dependent scaling (Meta 2024).")
+
+
+@ENCODINGS.register("dynamic")
+class DynamicNTKRoPE(_HFScaledRoPE):
+    """RoPE with dynamic NTK scaling (bloc97 / emozilla 2023): base grows with the sequence length."""
+
+    rope_type: ClassVar[str] = "dynamic"
+
+    def rotation(self, positions: Tensor) -> Rotation:
+        seq_len = int(positions.max()) + 1 if positions.numel() else 1
+        inv, factor = self.init_inv_freq(seq_len) if seq_len > self.cfg.original_max_len else (self.inv_freq, 1.0)
+        cos, sin = _cos_sin(positions, inv.to(positions.device), factor)
+        return Rotation(cos, sin)
+
+
+@ENCODINGS.register("randomized")
+class Randomized(PositionalEncoding):
+    """Randomized positions (Ruoss et al. 2023): n sorted distinct positions from [0, L_max) per pass."""
+
+    def __init__(self, cfg: PEConfig, dims: PEDims) -> None:
+        super().__init__(cfg, dims)
+        if cfg.base == "randomized":
+            raise ConfigError("pe.base = 'randomized': the randomized wrapper needs another encoding to wrap")
+        self.base = build_encoding(replace(cfg, name=cfg.base), dims)
+        self.kind = self.base.kind  # type: ignore[misc]  # same interface as the wrapped encoding
+        self.query_dependent = self.base.query_dependent  # type: ignore[misc]
+        self.max_positions = cfg.max_len
+
+    def default_positions(self, length: int, device: torch.device | str = "cpu",
+                          generator: torch.Generator | None = None) -> Tensor:
+        """Sorted distinct positions drawn uniformly from [0, max_len), at training and test time."""
+        if length > self.cfg.max_len:
+            raise ValueError(f"randomized: sequence length {length} exceeds pe.max_len = {self.cfg.max_len}")
+        return torch.randperm(self.cfg.max_len, generator=generator)[:length].sort().values.to(device)
+
+    def embed(self, positions: Tensor) -> Tensor:
+        return self.base.embed(positions)  # type: ignore[attr-defined]
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        return self.base.bias(q_pos, k_pos)  # type: ignore[attr-defined]
+
+    def rotation(self, positions: Tensor) -> Rotation:
+        return self.base.rotation(positions)  # type: ignore[attr-defined]
+
+
+def log_length_scale(n: int) -> float:
+    """Chiang & Cholak (2022): multiply attention logits by log n (n = sequence length)."""
+    return math.log(max(n, 2))
+
+
+def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
+    """The sinusoidal embedding table (T, d) for `positions` (Vaswani et al. 2017)."""
+    return Sinusoidal(PEConfig(name="sinusoidal"), PEDims(d_model, 1, d_model)).embed(positions)
+
+
+__all__ = [
+    "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
+    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "rope_inv_freq",
+    "log_length_scale", "sinusoidal_table",
+]

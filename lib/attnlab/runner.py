@@ -1,0 +1,258 @@
+"""Execute notebooks with papermill into a resumable run folder (DESIGN sections 2 and 8).
+
+Everything is validated before the first notebook starts. A notebook already completed in the
+run folder with identical resolved parameters is skipped; one failing notebook never loses
+the others' results; each failure is summarised in one line (notebook, cell, error).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config as C
+from .environment import collect, git_commit
+from .io import atomic_write_json, read_json
+from .session import project_root
+
+
+@dataclass(frozen=True)
+class Job:
+    """One notebook to execute: where from, where to, with which parameters."""
+
+    name: str
+    source: Path
+    out_dir: Path
+    parameters: dict[str, Any]
+    resolved: dict[str, Any]
+    digest: str
+
+
+@dataclass
+class RunPlan:
+    """A validated run: profile, folder and the jobs (in notebook order)."""
+
+    profile: str
+    requested_profile: str
+    run_dir: Path
+    jobs: list[Job]
+    overrides: dict[str, Any]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def split_overrides(names: list[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Give each notebook the --set keys it knows; a key no selected notebook knows is an error."""
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    known = {n: set(C.known_keys(C.NOTEBOOKS.get(n))) for n in names}
+    for key, value in overrides.items():
+        hits = [n for n in names if key in known[n]]
+        if not hits:
+            valid = sorted(set().union(*known.values()))
+            raise C.ConfigError(f"--set {key}: unknown parameter for {', '.join(names)}; valid choices: "
+                                f"{', '.join(valid)}")
+        for n in hits:
+            per[n][key] = value
+    return per
+
+
+def default_run_dir(profile: str) -> Path:
+    commit = (git_commit() or "nogit")[:7] + ("-dirty" if (git_commit() or "").endswith("-dirty") else "")
+    return project_root() / "outputs" / f"run-{profile}-{commit}"
+
+
+def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path | None = None,
+         overrides: dict[str, Any] | None = None) -> RunPlan:
+    """Validate profile, notebooks and overrides, and lay out the run (no notebook is executed)."""
+    requested = profile
+    profile = C.resolve_profile(profile)
+    C._ensure_notebooks_registered()
+    names = [C.resolve_notebook(n) for n in only] if only else C.NOTEBOOKS.names()
+    names = list(dict.fromkeys(names))
+    missing = [n for n in names if not (C.notebooks_dir() / f"{n}.ipynb").exists()]
+    if missing:
+        raise C.ConfigError(f"notebook = {missing[0]!r}: no file {missing[0]}.ipynb in {C.notebooks_dir()}")
+    overrides = dict(overrides or {})
+    per = split_overrides(names, overrides)
+    run_dir = Path(out).resolve() if out else default_run_dir(profile)
+    jobs = []
+    for n in names:
+        cfg = C.load(n, profile, per[n])  # raises ConfigError before any work
+        resolved = C.to_dict(cfg)
+        digest = hashlib.sha256(json.dumps([profile, resolved], sort_keys=True).encode()).hexdigest()[:16]
+        nb_dir = run_dir / n
+        params = {"profile": profile, "overrides": per[n], "out_dir": str(nb_dir)}
+        jobs.append(Job(n, C.notebooks_dir() / f"{n}.ipynb", nb_dir, params, resolved, digest))
+    return RunPlan(profile, requested, run_dir, jobs, overrides)
+
+
+def is_done(job: Job) -> bool:
+    """Completed earlier in this run folder with identical resolved parameters."""
+    status = job.out_dir / "status.json"
+    if not status.exists():
+        return False
+    try:
+        s = read_json(status)
+    except (OSError, ValueError):
+        return False
+    return s.get("status") == "completed" and s.get("digest") == job.digest and \
+        (job.out_dir / "metrics.json").exists()
+
+
+def _kernel_dir() -> Path:
+    """A kernelspec for the interpreter running attnlab, so notebooks run in this environment."""
+    root = Path(tempfile.mkdtemp(prefix="attnlab-kernel-"))
+    spec = root / "kernels" / "attnlab-run"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "attnlab (this environment)", "language": "python"}))
+    return root
+
+
+def _failure_line(name: str, exc: BaseException) -> str:
+    cell = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        first = str(evalue).strip().splitlines()[0] if evalue else ""
+        return f"{name}: cell {cell}: {ename}: {first}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{name}: {type(exc).__name__}: {first}"
+
+
+def execute_job(job: Job, kernel_dir: str, threads: int, progress: bool, cell_timeout: int) -> dict[str, Any]:
+    """Run one notebook with papermill (in this process); never raises, returns its status."""
+    import papermill as pm
+
+    os.environ["JUPYTER_PATH"] = kernel_dir + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    (job.out_dir / "metrics.json").unlink(missing_ok=True)
+    t0 = time.time()
+    started = now()
+    status, error = "completed", None
+    try:
+        pm.execute_notebook(str(job.source), str(job.out_dir / f"{job.name}.ipynb"), parameters=job.parameters,
+                            kernel_name="attnlab-run", cwd=str(job.out_dir), progress_bar=progress,
+                            execution_timeout=cell_timeout, log_output=False, report_mode=False)
+    except BaseException as e:  # noqa: BLE001 -- one failing notebook never stops the others
+        status, error = "failed", _failure_line(job.name, e)
+    metrics_path = job.out_dir / "metrics.json"
+    if status == "completed" and not metrics_path.exists():
+        status, error = "failed", f"{job.name}: finished without writing metrics.json"
+    if status == "failed":
+        atomic_write_json(metrics_path, {"notebook": job.name, "profile": job.parameters["profile"],
+                                         "parameters": job.resolved, "status": "failed", "error": error,
+                                         "results": [], "claims": [], "figures": [], "duration_s": None})
+    result = {"status": status, "error": error, "started": started, "ended": now(),
+              "duration_s": round(time.time() - t0, 1), "digest": job.digest}
+    atomic_write_json(job.out_dir / "status.json", result)
+    return result
+
+
+def _seeds(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if k == "seed" or k == "seeds":
+                out[key] = v
+            out.update(_seeds(v, key + "."))
+    return out
+
+
+def write_manifest(p: RunPlan, started: str, ended: str | None) -> None:
+    manifest_path = p.run_dir / "manifest.json"
+    old = read_json(manifest_path) if manifest_path.exists() else {}
+    notebooks = dict(old.get("notebooks", {}))
+    for j in p.jobs:
+        entry = dict(notebooks.get(j.name, {}))
+        entry.update(parameters=j.resolved, overrides=j.parameters["overrides"], digest=j.digest,
+                     seeds=_seeds(j.resolved))
+        entry.update(p.results.get(j.name, {}))
+        notebooks[j.name] = entry
+    atomic_write_json(manifest_path, {
+        "run_id": p.run_dir.name, "profile": p.profile, "requested_profile": p.requested_profile,
+        "overrides": p.overrides, "git_commit": git_commit(), "environment": collect(),
+        "started": old.get("started", started), "ended": ended, "notebooks": notebooks})
+
+
+def _link_latest(run_dir: Path) -> None:
+    outputs = project_root() / "outputs"
+    if run_dir.parent != outputs:
+        return
+    link = outputs / "latest"
+    tmp = outputs / ".latest.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 3600,
+            echo: Any = print) -> RunPlan:
+    """Execute a plan (skipping completed notebooks unless `force`), then write manifest and report."""
+    from .report import render
+
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    started = now()
+    write_manifest(p, started, None)
+    todo = []
+    for j in p.jobs:
+        if not force and is_done(j):
+            echo(f"skip  {j.name} (completed in this run folder with the same parameters; --force reruns)")
+            p.results[j.name] = read_json(j.out_dir / "status.json") | {"skipped": True}
+        else:
+            todo.append(j)
+    jobs = max(1, min(jobs, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    kernel_dir = _kernel_dir()
+    try:
+        if jobs == 1:
+            for i, j in enumerate(todo, 1):
+                echo(f"[{i}/{len(todo)}] run {j.name} (profile {p.profile})")
+                r = execute_job(j, str(kernel_dir), threads, True, cell_timeout)
+                p.results[j.name] = r
+                echo(f"      {r['status']} in {r['duration_s']} s" + (f": {r['error']}" if r["error"] else ""))
+                write_manifest(p, started, None)
+        else:
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futs = {pool.submit(execute_job, j, str(kernel_dir), threads, False, cell_timeout): j for j in todo}
+                for j in todo:
+                    echo(f"start {j.name} (profile {p.profile}, {threads} threads)")
+                for k, fut in enumerate(cf.as_completed(futs), 1):
+                    j = futs[fut]
+                    try:
+                        r = fut.result()
+                    except BaseException as e:  # noqa: BLE001
+                        r = {"status": "failed", "error": _failure_line(j.name, e), "duration_s": None}
+                    p.results[j.name] = r
+                    echo(f"[{k}/{len(todo)}] {j.name}: {r['status']} in {r['duration_s']} s"
+                         + (f": {r['error']}" if r["error"] else ""))
+                    write_manifest(p, started, None)
+    finally:
+        shutil.rmtree(kernel_dir, ignore_errors=True)
+    write_manifest(p, started, now())
+    render(p.run_dir)
+    _link_latest(p.run_dir)
+    return p
+
+
+def failures(p: RunPlan) -> list[str]:
+    return [r["error"] or f"{n}: failed" for n, r in p.results.items() if r.get("status") != "completed"]

@@ -1,0 +1,263 @@
+"""Defining properties of every positional encoding, and cross-checks against transformers."""
+
+import math
+
+import pytest
+import torch
+
+from attnlab.config import ConfigError, PEConfig
+from attnlab.positional import (
+    ENCODINGS,
+    PEDims,
+    alibi_slopes,
+    apply_rotation,
+    build_encoding,
+    rotate_half,
+    t5_relative_bucket,
+)
+
+DIMS = PEDims(d_model=32, n_heads=4, head_dim=8, causal=True)
+RELATIVE_BIAS = ["alibi", "t5", "kerple", "shaw"]
+ROTARY = ["rope", "xpos", "linear", "dynamic", "yarn", "llama3"]
+
+
+def make(name, dims=DIMS, **kw):
+    return build_encoding(PEConfig(name=name, original_max_len=64, **kw), dims)
+
+
+def test_registry_has_every_encoding():
+    expected = {"none", "sinusoidal", "learned", "randomized", "shaw", "t5", "rope", "xpos", "alibi", "kerple",
+                "fire", "linear", "dynamic", "yarn", "llama3"}
+    assert expected <= set(ENCODINGS.names())
+
+
+def test_unknown_encoding_lists_valid_names():
+    with pytest.raises(ConfigError, match="pe.name = 'alibbi'.*valid choices: .*alibi"):
+        build_encoding(_cfg("alibbi"), DIMS)
+
+
+def _cfg(name):
+    cfg = PEConfig()
+    object.__setattr__(cfg, "name", name)
+    return cfg
+
+
+@pytest.mark.parametrize("name", ENCODINGS.names())
+def test_interface_shapes(name):
+    pe = make(name, base="alibi")
+    pos = torch.arange(10)
+    if pe.kind == "additive":
+        assert pe.embed(pos).shape == (10, DIMS.d_model)
+    elif pe.kind == "bias":
+        b = pe.bias(pos, pos)
+        assert b.shape == ((10, 10, DIMS.head_dim) if pe.query_dependent else (DIMS.n_heads, 10, 10))
+    elif pe.kind == "rotary":
+        r = pe.rotation(pos)
+        assert r.cos.shape == r.sin.shape == (10, DIMS.head_dim)
+    else:
+        assert pe.kind == "none"
+
+
+@pytest.mark.parametrize("name", RELATIVE_BIAS)
+def test_relative_biases_depend_only_on_offset(name):
+    pe = make(name)
+    pos = torch.arange(12)
+    with torch.no_grad():
+        b0, b1 = pe.bias(pos, pos), pe.bias(pos + 37, pos + 37)
+    torch.testing.assert_close(b0, b1)
+
+
+def test_alibi_bias_is_minus_slope_times_distance():
+    pe = make("alibi")
+    pos = torch.arange(6)
+    b = pe.bias(pos, pos)
+    m = alibi_slopes(4)
+    assert torch.allclose(b[:, 5, 2], -3 * m)
+    assert torch.all(b.diagonal(dim1=1, dim2=2) == 0)
+
+
+def test_fire_distances_are_normalized_for_causal_pairs():
+    pe = make("fire")
+    pos = torch.arange(1, 50)
+    rel = (pos[:, None] - pos[None, :]).float()
+    with torch.no_grad():
+        x = pe.psi(rel.abs()) / pe.psi(torch.maximum(pe.threshold.abs(), pos.float()))[:, None]
+    causal = rel >= 0
+    assert float(x[causal].max()) <= 1.0 + 1e-6 and float(x[causal].min()) >= 0.0
+
+
+@pytest.mark.parametrize("name", ["rope", "xpos"])
+def test_rotary_scores_depend_only_on_offset(name):
+    pe = make(name)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(m, n):
+        rq, rk = pe.rotation(torch.tensor([m])), pe.rotation(torch.tensor([n]))
+        return float((apply_rotation(q, rq, "q") * apply_rotation(k, rk, "k")).sum())
+
+    if name == "xpos":  # XPos centres positions per call: score a pair within one call instead
+        def score(m, n):  # noqa: F811
+            pos = torch.tensor([m, n])
+            r = pe.rotation(pos)
+            qq = apply_rotation(q.expand(1, 1, 2, 8), r, "q")[0, 0, 0]
+            kk = apply_rotation(k.expand(1, 1, 2, 8), r, "k")[0, 0, 1]
+            return float(qq @ kk)
+    assert score(10, 3) == pytest.approx(score(110, 103), rel=1e-4, abs=1e-5)
+
+
+def test_xpos_decays_relative_to_rope():
+    x = make("xpos")
+    pos = torch.tensor([0, 400])
+    r = x.rotation(pos)
+    # product of q and k scales for (query 400, key 0) is zeta^(400/gamma) < 1 in every pair
+    prod = r.q_scale[1] * r.k_scale[0]
+    assert torch.all(prod < 1) and torch.all(prod > 0)
+
+
+def test_rope_matches_transformers_llama():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    pe = make("rope")
+    pos = torch.arange(20)
+    r = pe.rotation(pos)
+    q, k = torch.randn(2, 4, 20, 8), torch.randn(2, 4, 20, 8)
+    ref_q, ref_k = apply_rotary_pos_emb(q, k, r.cos[None], r.sin[None])
+    torch.testing.assert_close(apply_rotation(q, r, "q"), ref_q)
+    torch.testing.assert_close(apply_rotation(k, r, "k"), ref_k)
+    # and the cos/sin equal Llama's own rotary embedding
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    emb = LlamaRotaryEmbedding(LlamaConfig(hidden_size=32, num_attention_heads=4, head_dim=8,
+                                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    cos, sin = emb(q, pos[None])
+    torch.testing.assert_close(r.cos, cos[0])
+    torch.testing.assert_close(r.sin, sin[0])
+
+
+def test_interleaved_roformer_layout_equals_split_half_after_permutation():
+    d = 8
+    pe = make("rope")
+    pos = torch.arange(7)
+    x = torch.randn(1, 1, 7, d)
+    theta = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+    # RoFormer eq. 34 with interleaved pairs (x0, x1), (x2, x3), ... as complex numbers
+    xc = torch.view_as_complex(x.reshape(1, 1, 7, d // 2, 2))
+    rot = torch.polar(torch.ones(7, d // 2), pos[:, None].float() * theta[None])
+    ref = torch.view_as_real(xc * rot).reshape(1, 1, 7, d)
+    perm = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # interleaved -> split-half
+    out = apply_rotation(x[..., perm], pe.rotation(pos), "q")
+    torch.testing.assert_close(out, ref[..., perm])
+
+
+def test_rotate_half():
+    assert rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-3.0, -4.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("heads", range(1, 65))
+def test_alibi_slopes_match_bloom(heads):
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    t = 5
+    ref = build_alibi_tensor(torch.ones(1, t), heads, torch.float32).reshape(heads, t)
+    torch.testing.assert_close(alibi_slopes(heads)[:, None] * torch.arange(t), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_alibi_slopes_twelve_heads():
+    want = [2.0 ** -k for k in range(1, 9)] + [2 ** -0.5, 2 ** -1.5, 2 ** -2.5, 2 ** -3.5]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(want))
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_t5_buckets_match_transformers(bidirectional):
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    rel = torch.arange(-300, 301)
+    ref = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional)
+    assert torch.equal(t5_relative_bucket(rel, bidirectional), ref)
+
+
+def test_t5_causal_test_vectors():
+    n = torch.tensor([0, 15, 16, 20, 32, 64, 100, 127, 500])
+    assert t5_relative_bucket(-n, bidirectional=False).tolist() == [0, 15, 16, 17, 21, 26, 30, 31, 31]
+
+
+def test_t5_causal_future_keys_share_bucket_zero():
+    assert set(t5_relative_bucket(torch.arange(1, 50), bidirectional=False).tolist()) == {0}
+
+
+def test_sinusoidal_values():
+    pe = make("sinusoidal")
+    e = pe.embed(torch.tensor([0, 3]))
+    assert torch.allclose(e[0, 0::2], torch.zeros(16)) and torch.allclose(e[0, 1::2], torch.ones(16))
+    assert e[1, 0] == pytest.approx(math.sin(3.0)) and e[1, 1] == pytest.approx(math.cos(3.0))
+    assert e[1, 2] == pytest.approx(math.sin(3.0 / 10000 ** (2 / 32)), rel=1e-5)
+
+
+def test_learned_refuses_positions_beyond_table():
+    pe = make("learned", max_len=16)
+    pe.embed(torch.arange(16))
+    with pytest.raises(ValueError, match="max_len = 16"):
+        pe.embed(torch.arange(17))
+
+
+def test_randomized_positions_sorted_distinct_in_range():
+    pe = make("randomized", base="rope", max_len=100)
+    g = torch.Generator().manual_seed(1)
+    draws = [pe.default_positions(40, generator=g) for _ in range(20)]
+    for p in draws:
+        assert p.shape == (40,) and torch.all(p[1:] > p[:-1]) and int(p.min()) >= 0 and int(p.max()) < 100
+    assert len({tuple(p.tolist()) for p in draws}) > 1
+    assert pe.kind == "rotary"
+    with pytest.raises(ValueError, match="exceeds pe.max_len"):
+        pe.default_positions(101)
+
+
+@pytest.mark.parametrize("base", ["alibi", "sinusoidal", "t5", "rope"])
+def test_randomized_wraps_any_encoding(base):
+    pe = make("randomized", base=base, max_len=64)
+    assert pe.kind == make(base).kind
+
+
+def test_randomized_cannot_wrap_itself():
+    with pytest.raises(ConfigError, match="pe.base"):
+        make("randomized", base="randomized")
+
+
+@pytest.mark.parametrize("name", ["linear", "dynamic", "yarn", "llama3"])
+def test_scaled_rope_frequencies_come_from_transformers(name):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    pe = make(name, factor=4.0)
+    inv, factor = ROPE_INIT_FUNCTIONS[name](pe.hf_config(), None, None)
+    torch.testing.assert_close(pe.inv_freq, inv.float())
+    assert pe.attention_factor == pytest.approx(factor)
+
+
+def test_linear_scaling_is_position_interpolation():
+    lin, rope = make("linear", factor=4.0), make("rope")
+    pos = torch.arange(0, 64, 4)
+    torch.testing.assert_close(lin.rotation(pos).cos, rope.rotation(pos // 4).cos, atol=1e-5, rtol=1e-5)
+
+
+def test_dynamic_equals_rope_within_training_length_and_differs_beyond():
+    dyn, rope = make("dynamic", factor=4.0), make("rope")
+    short = torch.arange(64)
+    torch.testing.assert_close(dyn.rotation(short).cos, rope.rotation(short).cos)
+    long = torch.arange(256)
+    assert not torch.allclose(dyn.rotation(long).cos, rope.rotation(long).cos)
+
+
+def test_yarn_attention_factor_scales_cos_sin():
+    y = make("yarn", factor=4.0)
+    assert y.attention_factor == pytest.approx(0.1 * math.log(4.0) + 1.0)
+    r = y.rotation(torch.tensor([0]))
+    assert float(r.cos[0, 0]) == pytest.approx(y.attention_factor)
+
+
+def test_kerple_power_variant_and_positivity():
+    pe = make("kerple", kerple_variant="power")
+    b = pe.bias(torch.arange(8), torch.arange(8))
+    assert torch.all(b <= 0) and torch.all(b.diagonal(dim1=1, dim2=2) == 0)
+    b.sum().backward()
+    assert pe.p.grad is not None and pe.a.grad is not None
