@@ -1,0 +1,157 @@
+"""One Transformer (decoder = causal LM, encoder = bidirectional), built from names.
+
+Read top to bottom: ``PositionContext`` (tables computed once per forward pass and shared by
+all layers), ``SelfAttention``, ``Block``, ``Transformer``. Positions are an explicit argument:
+``model(tokens, positions=None)``; ``None`` means the encoding's default (0..T-1, or sorted
+random positions for the randomized wrapper).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import attention_backend
+from .config import ModelConfig, PEConfig
+from .positional import PEDims, PositionalEncoding, Rotation, apply_rotation, build_encoding, log_length_scale
+
+
+@dataclass(frozen=True)
+class PositionContext:
+    """Per-forward position state shared by every layer."""
+
+    positions: Tensor  # (T,)
+    bias: Tensor | None = None  # (H, T, T), or (T, T, D) relative keys when query_dependent
+    query_dependent: bool = False
+    rotation: Rotation | None = None
+    logit_scale: float = 1.0  # multiplies q.k / sqrt(d) (log-length scaling, temperature)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a pluggable exact backend (eager | sdpa | flex)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.causal = cfg.mode == "decoder"
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.backend_name = cfg.attention
+        self.backend = attention_backend(cfg.attention)
+
+    def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        if ctx.rotation is not None:
+            q, k = apply_rotation(q, ctx.rotation, "q"), apply_rotation(k, ctx.rotation, "k")
+        scale = ctx.logit_scale / math.sqrt(self.head_dim)
+        bias = ctx.bias
+        if bias is not None and ctx.query_dependent:  # Shaw: q_i . a_ij, (B, H, T, T)
+            bias = torch.einsum("bhqd,qkd->bhqk", q, bias.to(q.dtype)) * ctx.logit_scale
+        elif bias is not None:
+            bias = bias.to(q.dtype)
+        y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale)  # (B, H, T, D)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(ln(x)); x + mlp(ln(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), ctx))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class Transformer(nn.Module):
+    """Token embedding + positional encoding + blocks + LM head (Vaswani et al. 2017, pre-LN)."""
+
+    def __init__(self, cfg: ModelConfig, pe: PEConfig) -> None:
+        super().__init__()
+        self.cfg, self.pe_cfg = cfg, pe
+        head_dim = cfg.d_model // cfg.n_heads
+        self.pe: PositionalEncoding = build_encoding(
+            pe, PEDims(cfg.d_model, cfg.n_heads, head_dim, causal=cfg.mode == "decoder"))
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scaled init of residual projections
+            if name.endswith("attn.out.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding) and m.weight.shape[1] > 1:
+            nn.init.normal_(m.weight, std=0.02)
+
+    def position_context(self, positions: Tensor, length: int, logit_scale: float = 1.0) -> PositionContext:
+        """Bias / rotation tables for this forward pass, computed once for all layers."""
+        pe = self.pe
+        if self.pe_cfg.log_length_scaling:
+            logit_scale = logit_scale * log_length_scale(length)
+        if pe.kind == "bias":
+            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
+                                   logit_scale=logit_scale)
+        if pe.kind == "rotary":
+            return PositionContext(positions, rotation=pe.rotation(positions), logit_scale=logit_scale)
+        return PositionContext(positions, logit_scale=logit_scale)
+
+    def forward(self, tokens: Tensor, positions: Tensor | None = None, *, logit_scale: float = 1.0,
+                return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits (B, T, V) for tokens (B, T) at positions (T,); optionally every layer's hidden states."""
+        b, t = tokens.shape
+        if positions is None:
+            positions = self.pe.default_positions(t, tokens.device)
+        positions = positions.to(tokens.device)
+        if positions.shape != (t,):
+            raise ValueError(f"positions must have shape ({t},), got {tuple(positions.shape)}")
+        self.pe.check_positions(positions)
+        x = self.embed(tokens)  # (B, T, d)
+        if self.pe.kind == "additive":
+            x = x + self.pe.embed(positions).to(x.dtype)[None]
+        x = self.drop(x)
+        ctx = self.position_context(positions, t, logit_scale)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, ctx)
+            hidden.append(x)
+        logits = self.head(self.ln_f(x))
+        return (logits, hidden) if return_hidden else logits
+
+    def loss(self, tokens: Tensor, targets: Tensor, positions: Tensor | None = None,
+             mask: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy (nats) of targets (B, T); `mask` (B, T) selects scored tokens."""
+        logits = self(tokens, positions)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        if mask is None:
+            return ce.mean()
+        m = mask.flatten().float()
+        return (ce * m).sum() / m.sum().clamp(min=1)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
+
+
+def build_model(cfg: ModelConfig, pe: PEConfig) -> Transformer:
+    """The Transformer of `cfg` with the positional encoding of `pe` (names from the registries)."""
+    return Transformer(cfg, pe)
