@@ -122,7 +122,7 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
         with autocast:
             loss = loss_fn(x, y, mask=mask)
         if not torch.isfinite(loss):
-            result.status, result.error = "failed", f"non-finite loss ({float(loss)}) at step {step}"
+            result.status, result.error = "failed", f"non-finite loss ({loss.detach().item()}) at step {step}"
             bar.close()
             raise TrainingDiverged(result.error)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,121 @@
+"""The Transformer: causality, backends equal to eager, explicit positions, shared tables."""
+
+import pytest
+import torch
+
+from attnlab.config import ModelConfig, PEConfig
+from attnlab.model import build_model
+
+PES = ["none", "sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "shaw", "linear", "yarn"]
+
+
+def tiny(pe="rope", mode="decoder", attention="eager", **pe_kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(mode=mode, d_model=32, n_layers=2, n_heads=4, d_ff=64, attention=attention)
+    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32, **pe_kw))
+    for p in m.parameters():  # larger weights so that positions matter visibly
+        p.data.mul_(5) if p.dim() >= 2 else None
+    return m.eval()
+
+
+@pytest.mark.parametrize("pe", PES + ["randomized"])
+def test_decoder_is_causal(pe):
+    m = tiny(pe, base="alibi")
+    x = torch.randint(0, 256, (2, 20))
+    y = x.clone()
+    y[:, 12:] = torch.randint(0, 256, (2, 8))
+    pos = torch.arange(20)
+    with torch.no_grad():
+        a, b = m(x, pos), m(y, pos)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_encoder_is_bidirectional():
+    m = tiny("alibi", mode="encoder")
+    x = torch.randint(0, 256, (1, 16))
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 1) % 256
+    with torch.no_grad():
+        assert not torch.allclose(m(x)[:, 0], m(y)[:, 0])
+
+
+@pytest.mark.parametrize("pe", PES)
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("mode", ["decoder", "encoder"])
+def test_backends_equal_eager(pe, backend, mode):
+    ref, fast = tiny(pe, mode, "eager"), tiny(pe, mode, backend)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randint(0, 256, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("pe", ["rope", "alibi", "t5", "kerple", "shaw", "none"])
+def test_relative_encodings_are_translation_invariant(pe):
+    m = tiny(pe)
+    x = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, torch.arange(16)), m(x, torch.arange(16) + 40), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pe", ["sinusoidal", "learned"])
+def test_absolute_encodings_see_the_shift(pe):
+    m = tiny(pe)
+    x = torch.randint(0, 256, (1, 16))
+    with torch.no_grad():
+        assert not torch.allclose(m(x, torch.arange(16)), m(x, torch.arange(16) + 40), atol=1e-4)
+
+
+def test_default_positions_are_arange():
+    m = tiny("sinusoidal")
+    x = torch.randint(0, 256, (1, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m(x, torch.arange(10)))
+
+
+def test_bad_positions_shape():
+    m = tiny()
+    with pytest.raises(ValueError, match=r"positions must have shape \(10,\)"):
+        m(torch.zeros(1, 10, dtype=torch.long), torch.arange(9))
+
+
+def test_learned_beyond_table_is_an_error():
+    m = tiny("learned")
+    with pytest.raises(ValueError, match="max_len = 64"):
+        m(torch.zeros(1, 65, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+def test_tables_computed_once_per_forward(pe, monkeypatch):
+    m = tiny(pe)
+    method = "bias" if pe == "alibi" else "rotation"
+    calls = []
+    orig = getattr(m.pe, method)
+    monkeypatch.setattr(m.pe, method, lambda *a: calls.append(1) or orig(*a))
+    m(torch.zeros(1, 8, dtype=torch.long))
+    assert len(calls) == 1 and len(m.blocks) == 2
+
+
+def test_randomized_positions_drawn_each_forward():
+    m = tiny("randomized", base="rope")
+    x = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        a, b = m(x), m(x)
+    assert not torch.allclose(a, b)
+
+
+def test_log_length_scaling_changes_logits_and_keeps_causality():
+    m, s = tiny("none"), tiny("none", log_length_scaling=True)
+    s.load_state_dict(m.state_dict())
+    x = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert not torch.allclose(m(x), s(x))
+
+
+def test_gradients_flow_to_pe_parameters():
+    for pe in ["t5", "kerple", "fire", "shaw", "learned"]:
+        m = tiny(pe).train()
+        x = torch.randint(0, 256, (2, 12))
+        m.loss(x, x).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.pe.parameters()), pe
