@@ -191,3 +191,226 @@ def main(what: str, argv: list[str]) -> int:
 
 
 __all__ = ["bench_train", "matmul_peak_flops", "train_flops_per_token", "llama_like", "main"]
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: str) -> float:
+    """Peak memory added by fn(): CUDA allocator peak, or on Linux CPUs the resident-set high-water mark
+    (reset through /proc/self/clear_refs). NaN where neither is available."""
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - base)
+    try:
+        base = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except (OSError, KeyError):
+        return float("nan")
+    fn()
+    return float(max(0, _status_kb("VmHWM") - base) * 1024)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> float:
+    """Median wall time of fn() over `repeats` calls after `warmup` calls."""
+    times = []
+    for i in range(warmup + repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    """One timed attention variant: how to build its callable, and its exact reference if any."""
+
+    name: str
+    family: str  # exact | efficient | bias
+    build: Callable[[int, bool], Callable[..., torch.Tensor]]  # (seq_len, causal) -> fn(q, k, v) or fn(x)
+    mixes_input: bool = False
+    compiled_forward_only_on_cpu: bool = False
+    reference: str | None = None  # name of the case it must agree with (exact cases only)
+
+
+def attention_cases(heads: int, head_dim: int, device: str, variant_params: dict[str, float] | None = None
+                    ) -> dict[str, AttentionCase]:
+    """Exact backends, efficient variants, and ALiBi biased attention (materialized vs fused)."""
+    from .attention import eager_attention, flex_attention_backend, sdpa_attention
+    from .efficient import build_variant
+    from .positional import ALiBi, PEDims
+
+    params = {"window": 128, "k": 128, "features": 128, **(variant_params or {})}
+
+    def exact(fn: Callable[..., torch.Tensor]) -> Callable[[int, bool], Callable[..., torch.Tensor]]:
+        return lambda t, causal: (lambda q, k, v: fn(q, k, v, causal=causal))
+
+    def efficient(name: str) -> Callable[[int, bool], Callable[..., torch.Tensor]]:
+        def build(t: int, causal: bool) -> Callable[..., torch.Tensor]:
+            m = build_variant(name, heads, head_dim, t, causal, **params).to(device)
+            return m.mix if m.mixes_input else m
+        return build
+
+    def alibi(kind: str) -> Callable[[int, bool], Callable[..., torch.Tensor]]:
+        def build(t: int, causal: bool) -> Callable[..., torch.Tensor]:
+            pe = ALiBi(PEConfig(name="alibi"), PEDims(heads * head_dim, heads, head_dim, causal)).to(device)
+            pos = torch.arange(t, device=device)
+            if kind == "flex":
+                mod = pe.score_mod(pos, pos)
+                return lambda q, k, v: flex_attention_backend(q, k, v, causal=causal, score_mod=mod, compiled=True)
+            fn = eager_attention if kind == "eager" else sdpa_attention
+            return lambda q, k, v: fn(q, k, v, bias=pe.bias(pos, pos), causal=causal)  # bias built per call
+        return build
+
+    cases = [
+        AttentionCase("eager", "exact", exact(eager_attention)),
+        AttentionCase("sdpa", "exact", exact(sdpa_attention), reference="eager"),
+        AttentionCase("flex", "exact", exact(lambda q, k, v, causal: flex_attention_backend(q, k, v, causal=causal,
+                                                                                             compiled=True)),
+                      compiled_forward_only_on_cpu=True, reference="eager"),
+        AttentionCase("alibi/eager", "bias", alibi("eager")),
+        AttentionCase("alibi/sdpa", "bias", alibi("sdpa"), reference="alibi/eager"),
+        AttentionCase("alibi/flex", "bias", alibi("flex"), compiled_forward_only_on_cpu=True, reference="alibi/eager"),
+    ]
+    from .efficient import VARIANTS
+
+    for name, cls in VARIANTS.items():
+        cases.append(AttentionCase(name, "efficient", efficient(name), mixes_input=cls.mixes_input))
+    return {c.name: c for c in cases}
+
+
+def bench_attention(variants: list[str] | None = None, lengths: tuple[int, ...] = (256, 512, 1024, 2048),
+                    batch: int = 4, heads: int = 4, head_dim: int = 32, causal: bool = False,
+                    modes: tuple[str, ...] = ("fwd", "fwd+bwd"), repeats: int = 5, warmup: int = 2,
+                    device: str | None = None, memory: bool = True, progress: bool = True,
+                    variant_params: dict[str, float] | None = None) -> "pd.DataFrame":
+    """Time (median) and peak memory per variant, length and mode; one failing cell never stops the sweep."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cases = attention_cases(heads, head_dim, device, variant_params)
+    names = variants or list(cases)
+    unknown = [n for n in names if n not in cases]
+    if unknown:
+        from .errors import ConfigError
+
+        raise ConfigError(f"variants = {unknown[0]!r}: unknown; valid choices: {', '.join(cases)}")
+    rows = []
+    # correctness first, at a small length: exact cases against their references
+    t0 = min(128, min(lengths))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, heads, t0, head_dim, generator=g).to(device) for _ in range(3))
+    checked: dict[str, float] = {}
+    for n in names:
+        c = cases[n]
+        if c.reference:
+            with torch.no_grad():
+                ref = cases[c.reference].build(t0, causal)(q, k, v)
+                out = c.build(t0, causal)(q, k, v)
+            checked[n] = float((out.float() - ref.float()).abs().max())
+    grid = [(n, t, m) for t in lengths for n in names for m in modes]
+    for n, t, mode in tqdm(grid, desc="bench attention", disable=not progress, leave=False):
+        c = cases[n]
+        row: dict[str, object] = {"variant": n, "family": c.family, "length": t, "mode": mode, "causal": causal,
+                                  "max_abs_diff_vs_reference": checked.get(n, float("nan")),
+                                  "time_s": float("nan"), "peak_bytes": float("nan"), "status": "ok", "error": ""}
+        if n in checked and checked[n] > 1e-3:
+            row.update(status="error", error=f"disagrees with {c.reference}: max |diff| {checked[n]:.2e}")
+            rows.append(row)
+            continue
+        if mode == "fwd+bwd" and c.compiled_forward_only_on_cpu and device == "cpu":
+            row.update(status="unsupported", error="compiled FlexAttention has no backward on CPU")
+            rows.append(row)
+            continue
+        try:
+            fn = c.build(t, causal)
+            gen = torch.Generator().manual_seed(t)
+            if c.mixes_input:
+                inputs = [torch.randn(batch, t, heads * head_dim, generator=gen).to(device)]
+            else:
+                inputs = [torch.randn(batch, heads, t, head_dim, generator=gen).to(device) for _ in range(3)]
+            if mode == "fwd+bwd":
+                for x in inputs:
+                    x.requires_grad_(True)
+
+                def run() -> None:
+                    fn(*inputs).float().sum().backward()
+            else:
+                def run() -> None:
+                    with torch.no_grad():
+                        fn(*inputs)
+            row["time_s"] = median_time(run, repeats, warmup, device)
+            if memory:
+                row["peak_bytes"] = peak_memory_bytes(run, device)
+            if device == "cuda" and c.family in ("exact", "bias"):
+                flops = 4 * batch * t * t * heads * head_dim * (0.5 if causal else 1.0)
+                row["tflops"] = flops * (3.5 if mode == "fwd+bwd" else 1.0) / row["time_s"] / 1e12  # type: ignore[operator]
+        except torch.cuda.OutOfMemoryError as e:  # type: ignore[attr-defined]
+            row.update(status="oom", error=str(e).splitlines()[0])
+            torch.cuda.empty_cache()
+        except (RuntimeError, MemoryError, ValueError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            row.update(status="oom" if "memory" in msg.lower() else "error", error=msg[:200])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scaling_exponents(df: "pd.DataFrame", min_points: int = 2) -> "pd.DataFrame":
+    """Least-squares slope of log(time) and log(memory) against log(length), per variant and mode,
+    over the upper half of the lengths measured (where the asymptotic term dominates)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for (variant, mode), g in df[df["status"] == "ok"].groupby(["variant", "mode"], sort=False):
+        g = g.sort_values("length")
+        g = g.iloc[len(g) // 2 - (1 if len(g) % 2 == 0 and len(g) > 2 else 0):] if len(g) > 2 else g
+        out = {"variant": variant, "mode": mode, "points": len(g)}
+        for col, name in (("time_s", "time_exponent"), ("peak_bytes", "memory_exponent")):
+            ok = g[col].astype(float) > 0
+            if ok.sum() >= min_points:
+                out[name] = float(np.polyfit(np.log(g["length"][ok].astype(float)),
+                                             np.log(g[col][ok].astype(float)), 1)[0])
+            else:
+                out[name] = float("nan")
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def crossover_lengths(df: "pd.DataFrame", baseline: str = "sdpa", mode: str = "fwd") -> "pd.DataFrame":
+    """Smallest measured length at which each variant is faster than `baseline` (NaN: never)."""
+    import pandas as pd
+
+    d = df[(df["mode"] == mode) & (df["status"] == "ok")]
+    base = d[d["variant"] == baseline].set_index("length")["time_s"]
+    rows = []
+    for variant, g in d.groupby("variant", sort=False):
+        if variant == baseline:
+            continue
+        t = g.set_index("length")["time_s"]
+        faster = [L for L in sorted(t.index) if L in base.index and t[L] < base[L]]
+        rows.append({"variant": variant, "baseline": baseline, "mode": mode,
+                     "crossover_length": faster[0] if faster else float("nan")})
+    return pd.DataFrame(rows)

@@ -317,8 +317,9 @@ def _pe_names() -> list[str]:
 
 def _attention_names() -> list[str]:
     from .attention import BACKENDS
+    from .efficient import VARIANTS
 
-    return BACKENDS.names()
+    return BACKENDS.names() + VARIANTS.names()
 
 
 @dataclass(frozen=True)
@@ -352,8 +353,13 @@ class ModelConfig:
     n_heads: int = spec(4, ge=1)
     d_ff: int = spec(512, ge=1)
     dropout: float = spec(0.0, ge=0.0, le=0.9)
-    attention: str = spec("sdpa", choices=_attention_names)
+    attention: str = spec("sdpa", choices=_attention_names, help="exact backend or efficient variant")
     tie_embeddings: bool = True
+    max_len: int = spec(4096, ge=1, help="longest input (Linformer's projection length)")
+    window: int = spec(64, ge=1, help="local attention: keys within this distance")
+    linformer_k: int = spec(64, ge=1, help="Linformer projected length k")
+    features: int = spec(64, ge=1, help="Performer random features")
+    probsparse_factor: float = spec(5.0, gt=0, help="Informer c: u = c ln L")
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

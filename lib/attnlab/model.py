@@ -9,15 +9,26 @@ random positions for the randomized wrapper).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attention_backend
+from .attention import BACKENDS, attention_backend
 from .config import ModelConfig, PEConfig
-from .positional import PEDims, PositionalEncoding, Rotation, apply_rotation, build_encoding, log_length_scale
+from .efficient import build_variant
+from .errors import ConfigError
+from .positional import (
+    PEDims,
+    PositionalEncoding,
+    Rotation,
+    apply_rotation,
+    build_encoding,
+    log_length_scale,
+    score_mod_of,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class PositionContext:
     bias: Tensor | None = None  # (H, T, T), or (T, T, D) relative keys when query_dependent
     query_dependent: bool = False
     rotation: Rotation | None = None
+    score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
     logit_scale: float = 1.0  # multiplies q.k / sqrt(d) (log-length scaling, temperature)
 
 
@@ -41,10 +53,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.backend_name = cfg.attention
-        self.backend = attention_backend(cfg.attention)
+        self.backend = attention_backend(cfg.attention) if cfg.attention in BACKENDS else None
+        self.variant = None if self.backend else build_variant(
+            cfg.attention, cfg.n_heads, self.head_dim, cfg.max_len, self.causal, window=cfg.window,
+            k=cfg.linformer_k, features=cfg.features, factor=cfg.probsparse_factor)
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
         b, t, d = x.shape
+        if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
+            return self.variant.mix(x)
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         if ctx.rotation is not None:
             q, k = apply_rotation(q, ctx.rotation, "q"), apply_rotation(k, ctx.rotation, "k")
@@ -54,7 +71,11 @@ class SelfAttention(nn.Module):
             bias = torch.einsum("bhqd,qkd->bhqk", q, bias.to(q.dtype)) * ctx.logit_scale
         elif bias is not None:
             bias = bias.to(q.dtype)
-        y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale)  # (B, H, T, D)
+        if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
+            y = self.variant(q, k, v, bias) if bias is not None else self.variant(q, k, v)
+        else:
+            extra = {"score_mod": ctx.score_mod} if ctx.score_mod is not None else {}
+            y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale, **extra)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -82,6 +103,10 @@ class Transformer(nn.Module):
         head_dim = cfg.d_model // cfg.n_heads
         self.pe: PositionalEncoding = build_encoding(
             pe, PEDims(cfg.d_model, cfg.n_heads, head_dim, causal=cfg.mode == "decoder"))
+        variant = self.blocks_variant(cfg)
+        if variant is not None and self.pe.kind not in variant.accepts:
+            raise ConfigError(f"model.attention = {cfg.attention!r} cannot carry a {self.pe.kind} encoding "
+                              f"(pe.name = {pe.name!r}); it accepts: {', '.join(variant.accepts)}")
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -93,6 +118,13 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
+
+    @staticmethod
+    def blocks_variant(cfg: ModelConfig) -> type | None:
+        """The efficient-variant class named by cfg.attention (None for exact backends)."""
+        from .efficient import VARIANTS
+
+        return None if cfg.attention in BACKENDS else VARIANTS.get(cfg.attention, "model.attention")
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -108,6 +140,10 @@ class Transformer(nn.Module):
         pe = self.pe
         if self.pe_cfg.log_length_scaling:
             logit_scale = logit_scale * log_length_scale(length)
+        if pe.kind == "bias" and self.cfg.attention == "flex" and logit_scale == 1.0:
+            mod = score_mod_of(pe, positions, positions)
+            if mod is not None:
+                return PositionContext(positions, score_mod=mod)
         if pe.kind == "bias":
             return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
                                    logit_scale=logit_scale)

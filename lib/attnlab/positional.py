@@ -15,6 +15,7 @@ forward pass by the model and shared by all layers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ from .errors import ConfigError
 from .registry import Registry
 
 Kind = Literal["none", "additive", "bias", "rotary"]
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,15 @@ class ALiBi(PositionalEncoding):
         dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (Tq, Tk)
         return -self.slopes[:, None, None] * dist[None]  # (H, Tq, Tk)
 
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+        """The same bias as a FlexAttention score_mod (never materialized)."""
+        slopes, qp, kp = self.slopes, q_pos, k_pos
+
+        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return score - slopes[h] * (qp[qi] - kp[ki]).abs()
+
+        return mod
+
 
 @ENCODINGS.register("t5")
 class T5Bias(PositionalEncoding):
@@ -238,6 +249,16 @@ class T5Bias(PositionalEncoding):
 
     def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         return self.table(self.buckets(q_pos, k_pos)).permute(2, 0, 1)  # (H, Tq, Tk)
+
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+        """Buckets computed inside the FlexAttention score_mod (never materialized)."""
+        table, qp, kp = self.table.weight, q_pos, k_pos
+        bidirectional, nb, md = not self.dims.causal, self.cfg.t5_num_buckets, self.cfg.t5_max_distance
+
+        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return score + table[t5_relative_bucket(kp[ki] - qp[qi], bidirectional, nb, md), h]
+
+        return mod
 
 
 @ENCODINGS.register("kerple")
@@ -261,6 +282,17 @@ class Kerple(PositionalEncoding):
             return -p * torch.log1p(a * dist)  # (H, Tq, Tk)
         a = self.a.clamp(min=self.eps, max=2.0)[:, None, None]
         return -p * dist.clamp(min=1e-6).pow(a) * (dist > 0)  # (H, Tq, Tk)
+
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
+        """The log variant as a FlexAttention score_mod (the power variant is materialized)."""
+        if self.cfg.kerple_variant != "log":
+            return None
+        p, a, qp, kp = self.p.clamp(min=self.eps), self.a.clamp(min=self.eps), q_pos, k_pos
+
+        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return score - p[h] * torch.log1p(a[h] * (qp[qi] - kp[ki]).abs())
+
+        return mod
 
 
 @ENCODINGS.register("fire")
@@ -420,6 +452,15 @@ class Randomized(PositionalEncoding):
     def rotation(self, positions: Tensor) -> Rotation:
         return self.base.rotation(positions)  # type: ignore[attr-defined]
 
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
+        return score_mod_of(self.base, q_pos, k_pos)
+
+
+def score_mod_of(pe: PositionalEncoding, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
+    """The FlexAttention score_mod of a bias encoding, or None where it has none (then: materialize)."""
+    fn = getattr(pe, "score_mod", None)
+    return fn(q_pos, k_pos) if fn is not None and pe.kind == "bias" and not pe.query_dependent else None
+
 
 def log_length_scale(n: int) -> float:
     """Chiang & Cholak (2022): multiply attention logits by log n (n = sequence length)."""
@@ -434,5 +475,5 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
     "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "rope_inv_freq",
-    "log_length_scale", "sinusoidal_table",
+    "log_length_scale", "sinusoidal_table", "score_mod_of", "ScoreMod",
 ]
