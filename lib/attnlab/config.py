@@ -137,6 +137,10 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         f = fields[name]
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            default = _field_default(f)
+            if default is not None:  # a partial mapping overrides the field's own default, not the class's
+                value = _merge(to_dict(default), value)
         value = _check_scalar(prefix + name, hints[name], value)
         _check_constraints(prefix + name, f.metadata, value)
         kwargs[name] = value
@@ -146,6 +150,14 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         raise
     except TypeError as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def to_dict(obj: Any) -> Any:

@@ -1,0 +1,177 @@
+"""Notebook 05: LRA ListOps accuracy per attention variant (Tay et al. 2021, Table 1).
+
+Encoders that differ only in their attention read a ListOps expression and predict its value
+(10 classes) at the <cls> position. Training reuses attnlab.train (the loss is masked to the
+<cls> position); sequences are padded to the longest in the set (no padding mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import torch
+
+from ..claims import Measured, claim, select
+from ..config import ModelConfig, PEConfig, TrainConfig, notebook, spec
+from ..errors import ConfigError
+from ..model import build_model
+from ..tasks import listops as L
+from ..train import TrainingDiverged, train_or_load
+
+NAME = "05_efficient_attention_listops"
+VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse")
+LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
+          "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)"}
+# LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
+PAPER_ACC = {"Transformer": 36.37, "Local Attention": 15.82, "Linformer": 35.70, "Performer": 18.01,
+             "Linear Trans.": 16.13, "FNet": 35.33}
+
+
+@notebook(NAME)
+@dataclass(frozen=True)
+class ListOpsConfig:
+    """ListOps generation, model and training per attention variant."""
+
+    variants: tuple[str, ...] = spec(default_factory=lambda: VARIANTS, choices=VARIANTS)
+    n_train: int = spec(6000, ge=10)
+    n_test: int = spec(1000, ge=10)
+    min_length: int = spec(500, ge=0, help="LRA: 500 < length < 2000")
+    max_length: int = spec(2000, ge=3)
+    max_depth: int = spec(10, ge=1)
+    max_args: int = spec(10, ge=2)
+    data_seed: int = spec(0, ge=0)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        mode="encoder", vocab_size=len(L.VOCAB), d_model=64, n_layers=2, n_heads=2, d_ff=128))
+    pe: PEConfig = field(default_factory=lambda: PEConfig(name="sinusoidal"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup=100,
+                                                                    weight_decay=0.01))
+
+    def __post_init__(self) -> None:
+        if self.model.mode != "encoder":
+            raise ConfigError(f"model.mode = {self.model.mode!r}: ListOps uses encoders; valid: encoder")
+        if self.model.vocab_size < len(L.VOCAB):
+            raise ConfigError(f"model.vocab_size = {self.model.vocab_size}: must be >= {len(L.VOCAB)}")
+        if self.min_length >= self.max_length - 1:
+            raise ConfigError(f"min_length = {self.min_length}: must be < max_length - 1 = {self.max_length - 1}")
+
+    @property
+    def lra_scale(self) -> bool:
+        return self.min_length >= 500
+
+
+def datasets(cfg: ListOpsConfig) -> tuple[L.ListOpsData, L.ListOpsData]:
+    """Train and test sets, generated with different seeds (deterministic)."""
+    kw = {"min_length": cfg.min_length, "max_length": cfg.max_length, "max_depth": cfg.max_depth,
+          "max_args": cfg.max_args}
+    return (L.generate(cfg.n_train, cfg.data_seed * 2 + 1, **kw), L.generate(cfg.n_test, cfg.data_seed * 2 + 2, **kw))
+
+
+def _pad_to(data: L.ListOpsData, width: int) -> L.ListOpsData:
+    pad = width - data.inputs.shape[1]
+    return data if pad == 0 else L.ListOpsData(torch.nn.functional.pad(data.inputs, (0, pad), value=L.PAD),
+                                               data.labels, data.lengths)
+
+
+def _batches(data: L.ListOpsData, batch_size: int):  # noqa: ANN202
+    def fn(step: int, gen: torch.Generator):  # noqa: ANN202
+        idx = torch.randint(0, data.inputs.shape[0], (batch_size,), generator=gen)
+        x = data.inputs[idx]
+        y = torch.zeros_like(x)
+        y[:, 0] = torch.tensor(L.DIGIT_IDS)[data.labels[idx]]
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        mask[:, 0] = True
+        return x, y, mask
+
+    return fn
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, data: L.ListOpsData, batch_size: int = 64) -> float:
+    """Fraction of expressions whose value is the arg-max digit at <cls>."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, data.inputs.shape[0], batch_size):
+        logits = model(data.inputs[i: i + batch_size].to(device))[:, 0, L.DIGIT_IDS]  # (B, 10)
+        correct += int((logits.argmax(-1).cpu() == data.labels[i: i + batch_size]).sum())
+    return correct / data.inputs.shape[0]
+
+
+def run(cfg: ListOpsConfig, progress: bool = True) -> pd.DataFrame:
+    """Train one encoder per attention variant; accuracy on the test set; majority-class baseline."""
+    train_data, test = datasets(cfg)
+    width = max(train_data.inputs.shape[1], test.inputs.shape[1])
+    train_data, test = _pad_to(train_data, width), _pad_to(test, width)
+    majority = float((test.labels == train_data.labels.mode().values).float().mean())
+    rows: list[dict[str, object]] = [{"experiment": "baseline", "variant": "majority class", "accuracy": majority}]
+    for v in cfg.variants:
+        mcfg = replace(cfg.model, attention=v, max_len=width)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(mcfg, cfg.pe)
+        try:
+            model, tr = train_or_load(model, _batches(train_data, cfg.train.batch_size), cfg.train, mcfg, cfg.pe,
+                                      {"listops": [cfg.n_train, cfg.min_length, cfg.max_length, cfg.max_depth,
+                                                   cfg.max_args, cfg.data_seed]}, progress=progress, desc=v)
+        except TrainingDiverged as e:
+            rows.append({"experiment": "accuracy", "variant": LABELS[v], "attention": v, "status": "failed",
+                         "error": str(e)})
+            continue
+        rows.append({"experiment": "accuracy", "variant": LABELS[v], "attention": v, "status": tr.status,
+                     "accuracy": accuracy(model, test), "train_accuracy": accuracy(model, L.ListOpsData(
+                         train_data.inputs[: cfg.n_test], train_data.labels[: cfg.n_test],
+                         train_data.lengths[: cfg.n_test])),
+                     "final_loss": tr.losses[-1] if tr.losses else float("nan"), "wall_s": tr.wall_s,
+                     "mean_length": float(train_data.lengths.float().mean())})
+    return pd.DataFrame(rows)
+
+
+def table(results: pd.DataFrame) -> pd.DataFrame:
+    """Our accuracy (%) beside LRA Table 1."""
+    acc = select(results, experiment="accuracy").set_index("variant")
+    out = pd.DataFrame({"ours_%": (acc["accuracy"] * 100).round(2)})
+    out["paper_%"] = [PAPER_ACC.get(v, float("nan")) for v in out.index]
+    return out
+
+
+def _acc(df: pd.DataFrame, variant: str) -> float:
+    r = select(df, experiment="accuracy", variant=variant)
+    return float(r["accuracy"].iloc[0]) if len(r) and "accuracy" in r and r["accuracy"].notna().any() else float("nan")
+
+
+@claim("listops_transformer_learns", notebook=NAME, paper="Tay et al. 2021 (LRA), Table 1", min_profile="cpu",
+       statement="a Transformer learns ListOps well above the majority class",
+       paper_value="36.37% (10 classes)",
+       threshold="Transformer accuracy >= majority-class accuracy + 10 points")
+def _learns(df: pd.DataFrame) -> Measured:
+    t = _acc(df, "Transformer")
+    b = select(df, experiment="baseline")
+    if t != t or b.empty:
+        return Measured("no data", None)
+    m = float(b["accuracy"].iloc[0])
+    return Measured(f"Transformer {100 * t:.1f}% vs majority {100 * m:.1f}%", t >= m + 0.10)
+
+
+@claim("listops_linformer_fnet_close_to_transformer", notebook=NAME, paper="Tay et al. 2021, Table 1; Lee-Thorp et al. 2022",
+       min_profile="gpu", statement="Linformer and FNet come within a few points of the Transformer on ListOps",
+       paper_value="Linformer 35.70, FNet 35.33 vs Transformer 36.37",
+       threshold="each within 5 points of the Transformer (LRA lengths, 500-2000)")
+def _close(df: pd.DataFrame) -> Measured:
+    t, lf, fn = _acc(df, "Transformer"), _acc(df, "Linformer"), _acc(df, "FNet")
+    if any(x != x for x in (t, lf, fn)):
+        return Measured("no data", None)
+    return Measured(f"Transformer {100 * t:.1f}, Linformer {100 * lf:.1f}, FNet {100 * fn:.1f}",
+                    t - lf <= 0.05 and t - fn <= 0.05)
+
+
+@claim("listops_kernel_and_local_lag", notebook=NAME, paper="Tay et al. 2021 (LRA), Table 1", min_profile="gpu",
+       statement="Performer, linear attention and local attention lag far behind the Transformer on ListOps",
+       paper_value="Performer 18.01, Linear Trans. 16.13, Local 15.82 vs Transformer 36.37",
+       threshold="each at least 10 points below the Transformer (LRA lengths, 500-2000)")
+def _lag(df: pd.DataFrame) -> Measured:
+    t = _acc(df, "Transformer")
+    others = {v: _acc(df, v) for v in ("Performer", "Linear Trans.", "Local Attention")}
+    if t != t or any(x != x for x in others.values()):
+        return Measured("no data", None)
+    return Measured(", ".join(f"{k} {100 * x:.1f}" for k, x in others.items()) + f" vs {100 * t:.1f}",
+                    all(t - x >= 0.10 for x in others.values()))

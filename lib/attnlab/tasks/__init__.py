@@ -1,0 +1,1 @@
+"""Algorithmic tasks: LRA ListOps (and the length-generalization suites), one per file."""

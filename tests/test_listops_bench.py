@@ -1,0 +1,91 @@
+"""ListOps generator on hand-made trees; benchmark helpers on constructed timings."""
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnlab.bench import crossover_lengths, peak_memory_bytes, scaling_exponents, train_flops_per_token
+from attnlab.errors import ConfigError
+from attnlab.tasks import listops as L
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),
+    ("[MIN 4 7 ]", 4),
+    ("[MED 1 2 9 ]", 2),
+    ("[MED 1 2 8 9 ]", 5),  # int(median(1, 2, 8, 9)) = int(5.0)
+    ("[MED 1 4 ]", 2),  # int(2.5)
+    ("[SM 5 6 [MED 1 2 9 ] ]", 3),
+    ("( ( [SM 9 9 ) 9 ] )", 7),
+    ("[MAX [SM 3 3 ] [MIN 8 [MAX 1 2 ] ] ]", 6),
+])
+def test_evaluate_hand_made_trees(text, value):
+    assert L.evaluate(L.parse(text)) == value
+
+
+def test_tokens_round_trip_and_length():
+    rng = random.Random(3)
+    for _ in range(200):
+        tree, length = L.generate_tree(rng)
+        toks = L.tokens(tree)
+        assert len(toks) == length
+        assert L.parse(" ".join(toks)) == tree
+
+
+def test_generator_leaf_probability_and_arity():
+    rng = random.Random(0)
+    roots = [L.generate_tree(rng)[0] for _ in range(4000)]
+    leaf_share = np.mean([isinstance(t, int) for t in roots])
+    assert abs(leaf_share - 0.75) < 0.03
+    arities = [len(t[1]) for t in roots if not isinstance(t, int)]
+    assert min(arities) == 2 and max(arities) == 10
+
+
+def test_generate_is_deterministic_filtered_and_distinct():
+    a = L.generate(50, seed=4, min_length=20, max_length=60)
+    b = L.generate(50, seed=4, min_length=20, max_length=60)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
+    assert bool(((a.lengths > 20) & (a.lengths < 60)).all())
+    assert len({tuple(r.tolist()) for r in a.inputs}) == 50
+    assert bool((a.inputs[:, 0] == L.CLS).all())
+    for row, lab, n in zip(a.inputs, a.labels, a.lengths):
+        toks = [L.VOCAB[i] for i in row[1: 1 + n].tolist()]
+        assert L.evaluate(L.parse(" ".join(toks))) == int(lab)
+        assert bool((row[1 + n:] == L.PAD).all())
+
+
+def test_impossible_lengths_are_a_config_error():
+    with pytest.raises(ConfigError, match="min_length"):
+        L.generate(5, 0, min_length=50, max_length=40)
+    with pytest.raises(ConfigError, match="found only"):
+        L.generate(5, 0, min_length=5000, max_length=6000, max_depth=2, max_tries=2000)
+
+
+def test_scaling_exponents_recover_known_powers():
+    lengths = [256, 512, 1024, 2048]
+    df = pd.DataFrame([{"variant": v, "mode": "fwd", "length": n, "status": "ok", "time_s": 1e-9 * n ** p,
+                        "peak_bytes": 10.0 * n ** p} for v, p in (("quad", 2), ("lin", 1)) for n in lengths])
+    ex = scaling_exponents(df).set_index("variant")
+    assert ex.loc["quad", "time_exponent"] == pytest.approx(2.0) and ex.loc["lin", "memory_exponent"] == pytest.approx(1.0)
+
+
+def test_crossover_length():
+    df = pd.DataFrame([{"variant": "eager", "mode": "fwd", "length": n, "status": "ok", "time_s": n ** 2}
+                       for n in (1, 2, 4, 8)] +
+                      [{"variant": "lin", "mode": "fwd", "length": n, "status": "ok", "time_s": 5 * n}
+                       for n in (1, 2, 4, 8)])
+    assert crossover_lengths(df, "eager").iloc[0]["crossover_length"] == 8
+
+
+def test_peak_memory_sees_a_large_allocation():
+    m = peak_memory_bytes(lambda: torch.ones(64, 2**20).sum(), "cpu")  # 256 MiB
+    if np.isnan(m):
+        pytest.skip("no /proc/self/clear_refs here")
+    assert m > 200 * 2**20
+
+
+def test_palm_flops_formula():
+    assert train_flops_per_token(1000, 2, 16, 8) == 6 * 1000 + 12 * 2 * 16 * 8
