@@ -112,7 +112,13 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(self._init)
+        for name, m in self.named_modules():  # the encoding initializes its own parameters
+            if not (name == "pe" or name.startswith("pe.")):
+                self._init(m)
+        # Vaswani et al. sec. 3.4 (and fairseq, the ALiBi code base): token embeddings ~ N(0, 1/d) scaled by
+        # sqrt(d), so tokens and additive positions (sinusoidal amplitude 1) enter at the same magnitude
+        self.embed_scale = math.sqrt(cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
         for name, p in self.named_parameters():  # GPT-2: scaled init of residual projections
             if name.endswith("attn.out.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
@@ -161,7 +167,7 @@ class Transformer(nn.Module):
         if positions.shape != (t,):
             raise ValueError(f"positions must have shape ({t},), got {tuple(positions.shape)}")
         self.pe.check_positions(positions)
-        x = self.embed(tokens)  # (B, T, d)
+        x = self.embed(tokens) * self.embed_scale  # (B, T, d)
         if self.pe.kind == "additive":
             x = x + self.pe.embed(positions).to(x.dtype)[None]
         x = self.drop(x)

@@ -201,7 +201,7 @@ class Learned(PositionalEncoding):
         super().__init__(cfg, dims)
         self.max_positions = cfg.max_len
         self.table = nn.Embedding(cfg.max_len, dims.d_model)
-        nn.init.normal_(self.table.weight, std=0.02)
+        nn.init.normal_(self.table.weight, std=dims.d_model ** -0.5)  # the scale of sqrt(d)-scaled tokens
 
     def embed(self, positions: Tensor) -> Tensor:
         self.check_positions(positions)
