@@ -304,7 +304,7 @@ def bench_attention(variants: list[str] | None = None, lengths: tuple[int, ...] 
                     batch: int = 4, heads: int = 4, head_dim: int = 32, causal: bool = False,
                     modes: tuple[str, ...] = ("fwd", "fwd+bwd"), repeats: int = 5, warmup: int = 2,
                     device: str | None = None, memory: bool = True, progress: bool = True,
-                    variant_params: dict[str, float] | None = None) -> "pd.DataFrame":
+                    variant_params: dict[str, float] | None = None) -> pd.DataFrame:
     """Time (median) and peak memory per variant, length and mode; one failing cell never stops the sweep."""
     import pandas as pd
     from tqdm.auto import tqdm
@@ -377,7 +377,7 @@ def bench_attention(variants: list[str] | None = None, lengths: tuple[int, ...] 
     return pd.DataFrame(rows)
 
 
-def scaling_exponents(df: "pd.DataFrame", min_points: int = 2) -> "pd.DataFrame":
+def scaling_exponents(df: pd.DataFrame, min_points: int = 2) -> pd.DataFrame:
     """Least-squares slope of log(time) and log(memory) against log(length), per variant and mode,
     over the upper half of the lengths measured (where the asymptotic term dominates)."""
     import numpy as np
@@ -399,7 +399,7 @@ def scaling_exponents(df: "pd.DataFrame", min_points: int = 2) -> "pd.DataFrame"
     return pd.DataFrame(rows)
 
 
-def crossover_lengths(df: "pd.DataFrame", baseline: str = "sdpa", mode: str = "fwd") -> "pd.DataFrame":
+def crossover_lengths(df: pd.DataFrame, baseline: str = "sdpa", mode: str = "fwd") -> pd.DataFrame:
     """Smallest measured length at which each variant is faster than `baseline` (NaN: never)."""
     import pandas as pd
 
