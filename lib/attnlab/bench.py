@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -306,7 +307,6 @@ def bench_attention(variants: list[str] | None = None, lengths: tuple[int, ...] 
                     device: str | None = None, memory: bool = True, progress: bool = True,
                     variant_params: dict[str, float] | None = None) -> pd.DataFrame:
     """Time (median) and peak memory per variant, length and mode; one failing cell never stops the sweep."""
-    import pandas as pd
     from tqdm.auto import tqdm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -355,10 +355,10 @@ def bench_attention(variants: list[str] | None = None, lengths: tuple[int, ...] 
                 for x in inputs:
                     x.requires_grad_(True)
 
-                def run() -> None:
+                def run(fn=fn, inputs=inputs) -> None:  # noqa: ANN001
                     fn(*inputs).float().sum().backward()
             else:
-                def run() -> None:
+                def run(fn=fn, inputs=inputs) -> None:  # noqa: ANN001
                     with torch.no_grad():
                         fn(*inputs)
             row["time_s"] = median_time(run, repeats, warmup, device)
@@ -381,7 +381,6 @@ def scaling_exponents(df: pd.DataFrame, min_points: int = 2) -> pd.DataFrame:
     """Least-squares slope of log(time) and log(memory) against log(length), per variant and mode,
     over the upper half of the lengths measured (where the asymptotic term dominates)."""
     import numpy as np
-    import pandas as pd
 
     rows = []
     for (variant, mode), g in df[df["status"] == "ok"].groupby(["variant", "mode"], sort=False):
@@ -401,7 +400,6 @@ def scaling_exponents(df: pd.DataFrame, min_points: int = 2) -> pd.DataFrame:
 
 def crossover_lengths(df: pd.DataFrame, baseline: str = "sdpa", mode: str = "fwd") -> pd.DataFrame:
     """Smallest measured length at which each variant is faster than `baseline` (NaN: never)."""
-    import pandas as pd
 
     d = df[(df["mode"] == mode) & (df["status"] == "ok")]
     base = d[d["variant"] == baseline].set_index("length")["time_s"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -26,7 +25,7 @@ VOCAB = ["<pad>", "<cls>", *[str(d) for d in range(10)], *OPERATORS, END]
 TOKEN_ID = {t: i for i, t in enumerate(VOCAB)}
 DIGIT_IDS = [TOKEN_ID[str(d)] for d in range(10)]
 
-Tree = Union[int, tuple[str, list["Tree"]]]
+Tree = int | tuple[str, list["Tree"]]
 
 
 def generate_tree(rng: random.Random, depth: int = 1, max_depth: int = 10, max_args: int = 10) -> tuple[Tree, int]:
