@@ -17,7 +17,7 @@ DECODER_6 = {"copy", "reverse", "addition", "sorting", "summation", "parity"}
 
 
 def test_registry_has_the_21_tasks_at_their_levels():
-    assert set(task_names()) == ENCODER_15 | DECODER_6
+    assert set(task_names()) == ENCODER_15 | DECODER_6 | {"first"}
     assert set(task_names("regular")) == {"even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation"}
     assert set(task_names("dcf")) == {"stack_manipulation", "reverse_string", "modular_arithmetic_brackets",
                                       "solve_equation"}

@@ -40,7 +40,7 @@ class PositionContext:
     query_dependent: bool = False
     rotation: Rotation | None = None
     score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
-    logit_scale: float = 1.0  # multiplies q.k / sqrt(d) (log-length scaling, temperature)
+    logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
 
 
 class SelfAttention(nn.Module):
@@ -58,6 +58,19 @@ class SelfAttention(nn.Module):
             cfg.attention, cfg.n_heads, self.head_dim, cfg.max_len, self.causal, window=cfg.window,
             k=cfg.linformer_k, features=cfg.features, factor=cfg.probsparse_factor)
 
+    record: list[Tensor] | None = None  # set to a list to record the mean attention entropy per query
+
+    def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+        """Attention entropy (nats) per query position, averaged over batch and heads: (T,)."""
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, T)
+        if bias is not None:
+            scores = scores + bias
+        if self.causal:
+            t = q.shape[-2]
+            scores = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+        p = scores.float().softmax(-1)
+        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean(dim=(0, 1)).detach()
+
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
         b, t, d = x.shape
         if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
@@ -70,7 +83,9 @@ class SelfAttention(nn.Module):
         if bias is not None and ctx.query_dependent:  # Shaw: q_i . a_ij, (B, H, T, T)
             bias = torch.einsum("bhqd,qkd->bhqk", q, bias.to(q.dtype)) * ctx.logit_scale
         elif bias is not None:
-            bias = bias.to(q.dtype)
+            bias = bias.to(q.dtype) * ctx.logit_scale if ctx.logit_scale != 1.0 else bias.to(q.dtype)
+        if self.record is not None:  # analysis: attention entropy and outputs (eager, materialized)
+            self.record.append(self._entropy(q, k, bias, scale))
         if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
             y = self.variant(q, k, v, bias) if bias is not None else self.variant(q, k, v)
         else:

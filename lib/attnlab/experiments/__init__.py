@@ -1,3 +1,11 @@
 """One module per notebook: its config class, its measurements and its claims."""
 
-from . import algorithmic, attention_speed, listops_accuracy, lm_extrapolation, pe_tour  # noqa: F401
+from . import (  # noqa: F401
+    algorithmic,
+    attention_speed,
+    extension,
+    implicit_position,
+    listops_accuracy,
+    lm_extrapolation,
+    pe_tour,
+)

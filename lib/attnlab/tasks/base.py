@@ -30,7 +30,7 @@ class Task:
     """Base class of every algorithmic task."""
 
     name: ClassVar[str] = ""
-    level: ClassVar[str] = ""  # regular | dcf | cs | decoder
+    level: ClassVar[str] = ""  # regular | dcf | cs | decoder | formal
     input_size: ClassVar[int] = 2
     output_size: ClassVar[int] = 2
     min_length: ClassVar[int] = 1
@@ -82,4 +82,4 @@ def task_names(level: str | None = None) -> list[str]:
 
 
 def _load_all() -> None:
-    from . import cs, dcf, decoder, regular  # noqa: F401
+    from . import cs, dcf, decoder, formal, regular  # noqa: F401
