@@ -163,14 +163,8 @@ def format_train(r: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main(what: str, argv: list[str]) -> int:
-    """`attnlab bench train|attention [options]`."""
-    from .errors import ConfigError
-
-    benches = {"train": (bench_train, format_train)}
-    if what not in benches:
-        raise ConfigError(f"bench = {what!r}: unknown; valid choices: {', '.join(benches)}")
-    ap = argparse.ArgumentParser(prog=f"attnlab bench {what}")
+def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
+    ap = argparse.ArgumentParser(prog="attnlab bench train")
     ap.add_argument("--size", default="cpu", help=f"model size: {', '.join(SIZES)}")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
@@ -178,16 +172,63 @@ def main(what: str, argv: list[str]) -> int:
     ap.add_argument("--steps-per-round", type=int, default=5)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args(argv)
+    _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
     if a.size not in SIZES:
+        from .errors import ConfigError
+
         raise ConfigError(f"--size = {a.size!r}: unknown; valid choices: {', '.join(SIZES)}")
-    for k in ("batch", "seq", "rounds", "steps_per_round"):
+    r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round)
+    return format_train(r), {"json": a.json, "data": r}
+
+
+def _attention_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
+    ap = argparse.ArgumentParser(prog="attnlab bench attention")
+    ap.add_argument("--variants", nargs="+", help="default: all (see notebook 04)")
+    ap.add_argument("--lengths", nargs="+", type=int, default=[256, 512, 1024, 2048])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--head-dim", type=int, default=32)
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    a = ap.parse_args(argv)
+    _check_sizes(a, ("batch", "heads", "head_dim", "repeats"))
+    if any(n < 2 for n in a.lengths):
+        from .errors import ConfigError
+
+        raise ConfigError(f"--lengths = {a.lengths}: every length must be >= 2")
+    df = bench_attention(a.variants, tuple(a.lengths), a.batch, a.heads, a.head_dim, a.causal, repeats=a.repeats)
+    ex = scaling_exponents(df)
+    table = df.pivot_table(index="variant", columns=["mode", "length"], values="time_s", sort=False) * 1e3
+    text = (f"bench attention: B={a.batch}, H={a.heads}, D={a.head_dim}, causal={a.causal} (median ms)\n"
+            f"{table.round(2).to_string()}\n\nscaling exponents\n{ex.round(2).to_string(index=False)}")
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        text += "\n\nnot measured\n" + bad[["variant", "length", "mode", "status", "error"]].to_string(index=False)
+    return text, {"json": a.json, "data": df.to_dict("records")}
+
+
+def _check_sizes(a: argparse.Namespace, names: tuple[str, ...]) -> None:
+    from .errors import ConfigError
+
+    for k in names:
         if getattr(a, k) < 1:
             raise ConfigError(f"--{k.replace('_', '-')} = {getattr(a, k)}: must be >= 1")
-    fn, fmt = benches[what]
-    r = fn(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round)
-    print(fmt(r))
-    if a.json:
-        atomic_write_json(a.json, r)
+
+
+BENCHES = {"train": _train_cli, "attention": _attention_cli}
+
+
+def main(what: str, argv: list[str]) -> int:
+    """`attnlab bench train|attention [options]`."""
+    from .errors import ConfigError
+
+    if what not in BENCHES:
+        raise ConfigError(f"bench = {what!r}: unknown; valid choices: {', '.join(BENCHES)}")
+    text, out = BENCHES[what](argv)
+    print(text)
+    if out["json"]:
+        atomic_write_json(str(out["json"]), out["data"])
     return 0
 
 

@@ -64,6 +64,8 @@ class AlgorithmicConfig:
     decoder_test_max_length: int = spec(40, ge=2)
     eval_samples: int = spec(256, ge=1, help="instances per test length")
     seeds: tuple[int, ...] = spec(default_factory=lambda: (0,), ge=0)
+    learning_rates: tuple[float, ...] = spec(default_factory=tuple, gt=0,
+                                             help="empty: train.lr; several: report the best (Ruoss et al.)")
     jobs: int = spec(2, ge=1, help="grid cells trained in parallel processes")
     model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64, n_layers=5, n_heads=8, d_ff=256))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=10000, batch_size=128, lr=1e-4, warmup=0,
@@ -163,7 +165,7 @@ def _score(model: torch.nn.Module, layout: Layout, n: int, samples: int, seed: i
 
 
 def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, randomized: bool, seed: int,
-             threads: int = 0) -> list[dict[str, Any]]:
+             lr: float, threads: int = 0) -> list[dict[str, Any]]:
     """Train (or load) one model of the grid and score it at every test length; cached as JSON."""
     from ..config import from_dict
 
@@ -177,10 +179,10 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
                        else (cfg.decoder_train_max_length, cfg.decoder_test_max_length))
     max_len = layout.seq_len(n_test) + 1
     mcfg, pcfg = _model_config(cfg, layout, max_len), _pe_config(pe, randomized, max_len)
-    tcfg = replace(cfg.train, seed=seed)
+    tcfg = replace(cfg.train, seed=seed, lr=lr)
     lengths = list(range(task.min_length, n_train + 1)) + _test_lengths(n_train + 1, n_test, cfg.test_lengths)
     key = cache_key(tcfg, mcfg, pcfg, {"task": task_name, "protocol": protocol, "n_train": n_train,
-                                       "lengths": lengths, "eval_samples": cfg.eval_samples})
+                                       "lengths": lengths, "eval_samples": cfg.eval_samples, "rows": 2})
     done = cache_root() / "cells" / f"{key}.json"
     if done.exists():
         return read_json(done)
@@ -194,7 +196,7 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
     torch.manual_seed(seed)
     model = build_model(mcfg, pcfg)
     base = {"protocol": protocol, "task": task_name, "level": task.level, "pe": label, "base_pe": pe,
-            "randomized": randomized, "seed": seed, "train_max_length": n_train}
+            "randomized": randomized, "seed": seed, "lr": lr, "train_max_length": n_train}
     try:
         model, tr = train_or_load(model, batch_fn, tcfg, mcfg, pcfg, {"task": task_name, "protocol": protocol,
                                                                         "n_train": n_train}, progress=False)
@@ -210,11 +212,13 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
     return rows
 
 
-def cells(cfg: AlgorithmicConfig) -> list[tuple[str, str, str, bool, int]]:
-    """Every (protocol, task, pe, randomized, seed) of the grid."""
-    out = [("encoder", t, pe, r, s) for t in cfg.encoder_tasks for pe in cfg.encoder_pes for r in cfg.randomized
-           for s in cfg.seeds]
-    out += [("decoder", t, pe, False, s) for t in cfg.decoder_tasks for pe in cfg.decoder_pes for s in cfg.seeds]
+def cells(cfg: AlgorithmicConfig) -> list[tuple[str, str, str, bool, int, float]]:
+    """Every (protocol, task, pe, randomized, seed, learning rate) of the grid."""
+    lrs = cfg.learning_rates or (cfg.train.lr,)
+    out = [("encoder", t, pe, r, s, lr) for t in cfg.encoder_tasks for pe in cfg.encoder_pes for r in cfg.randomized
+           for s in cfg.seeds for lr in lrs]
+    out += [("decoder", t, pe, False, s, lr) for t in cfg.decoder_tasks for pe in cfg.decoder_pes
+            for s in cfg.seeds for lr in lrs]
     return out
 
 
@@ -244,16 +248,17 @@ def run(cfg: AlgorithmicConfig, progress: bool = True) -> pd.DataFrame:
 
 
 def ood_scores(results: pd.DataFrame, protocol: str = "encoder") -> pd.DataFrame:
-    """Mean accuracy over the test lengths never seen in training, per task and PE (and seed: the max)."""
+    """Mean accuracy over the test lengths never seen in training, per task and PE (best over seeds and
+    learning rates, as Ruoss et al. report)."""
     r = results[(results["protocol"] == protocol) & (results["status"] == "ok") & (~results["in_distribution"].astype(bool))]
-    per_seed = r.groupby(["task", "pe", "seed"], sort=False)["accuracy"].mean()
-    return per_seed.groupby(["task", "pe"], sort=False).max().unstack("pe")
+    per_run = r.groupby(["task", "pe", "seed", "lr"], sort=False)["accuracy"].mean()
+    return per_run.groupby(["task", "pe"], sort=False).max().unstack("pe")
 
 
 def randomization_gain(results: pd.DataFrame) -> pd.DataFrame:
     """OOD accuracy with minus without randomized positions, per task and base PE (points)."""
     r = results[(results["protocol"] == "encoder") & (results["status"] == "ok") & (~results["in_distribution"].astype(bool))]
-    s = r.groupby(["task", "base_pe", "randomized", "seed"])["accuracy"].mean().groupby(
+    s = r.groupby(["task", "base_pe", "randomized", "seed", "lr"])["accuracy"].mean().groupby(
         ["task", "base_pe", "randomized"]).max().unstack("randomized")
     if True not in s or False not in s:
         return pd.DataFrame()
@@ -265,7 +270,7 @@ def mrr(results: pd.DataFrame) -> pd.Series:
     r = results[(results["protocol"] == "decoder") & (results["status"] == "ok") & (~results["in_distribution"].astype(bool))]
     if r.empty:
         return pd.Series(dtype=float)
-    acc = r.groupby(["task", "length", "pe"])["accuracy"].max().unstack("pe")
+    acc = r.groupby(["task", "length", "pe"])["accuracy"].max().unstack("pe")  # best over seeds and rates
     ranks = acc.rank(axis=1, ascending=False, method="min")
     return (1.0 / ranks).mean().sort_values(ascending=False)
 
