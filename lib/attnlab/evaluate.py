@@ -1,9 +1,11 @@
 """Evaluation by length: non-overlapping windows and sliding window (Press et al. 2022, sec. 4 / App. B).
 
-Non-overlapping: the test split is cut into windows of L tokens and every token is scored with
-the context inside its window (early tokens of a window see little context). Sliding window
-with stride S: windows of L tokens advance by S and only their last S tokens are scored, so
-every scored token sees at least L - S tokens of context. Batches are sized by tokens, so
+Non-overlapping: windows of L tokens, every token scored with the context inside its window
+(early tokens of a window see little context). Sliding window with stride S: windows of L
+tokens of which only the last S are scored, so every scored token sees at least L - S tokens
+of context (App. B's protocol, with S = 1 there). Both protocols score about `max_tokens`
+tokens taken from windows spread evenly over the whole split (not only its beginning), so the
+two protocols and all lengths see the same text distribution. Batches are sized by tokens, so
 evaluation at 16L stays within memory.
 """
 
@@ -36,6 +38,14 @@ def _score(model: nn.Module, windows: Tensor, score_from: int, batch: int, devic
     return total, count
 
 
+def _starts(n: int, length: int, count: int) -> Tensor:
+    """`count` window starts spread evenly over a split of n tokens (windows of length + 1)."""
+    last = n - length - 1
+    if last < 0:
+        raise ValueError(f"split of {n} tokens is shorter than one window of {length + 1}")
+    return torch.linspace(0, last, count).round().long()
+
+
 def _row(protocol: str, length: int, nll: float, n: int, **extra: object) -> dict[str, object]:
     loss = nll / max(n, 1)
     return {"protocol": protocol, "length": length, "loss": loss, "ppl": math.exp(min(loss, 50)),
@@ -47,7 +57,7 @@ def nonoverlapping(model: nn.Module, data: Tensor, length: int, max_tokens: int,
     """Loss / perplexity / bits per byte with non-overlapping windows of `length` tokens."""
     device = next(model.parameters()).device
     n_windows = max(1, min(max_tokens // length, (data.numel() - 1) // length))
-    idx = torch.arange(n_windows)[:, None] * length + torch.arange(length + 1)[None, :]  # (N, L+1)
+    idx = _starts(data.numel(), length, n_windows)[:, None] + torch.arange(length + 1)[None, :]  # (N, L+1)
     nll, n = _score(model, data[idx], 0, max(1, batch_tokens // length), device, logit_scale)
     return _row("nonoverlapping", length, nll, n)
 
@@ -59,7 +69,7 @@ def sliding(model: nn.Module, data: Tensor, length: int, stride: int, max_tokens
         raise ValueError(f"sliding stride {stride} must be in [1, {length}]")
     device = next(model.parameters()).device
     n_windows = max(1, min(max_tokens // stride, (data.numel() - length - 1) // stride + 1))
-    idx = torch.arange(n_windows)[:, None] * stride + torch.arange(length + 1)[None, :]
+    idx = _starts(data.numel(), length, n_windows)[:, None] + torch.arange(length + 1)[None, :]  # (N, L+1)
     nll, n = _score(model, data[idx], length - stride, max(1, batch_tokens // length), device, logit_scale)
     return _row("sliding", length, nll, n, stride=stride)
 
