@@ -173,3 +173,28 @@ def test_lengths_beyond_the_table_are_recorded_as_skipped():
     df = by_length(Uniform(), DATA, [32, 64], 256, max_position=32)
     row = df[df["length"] == 64].iloc[0]
     assert math.isnan(row["bpb"]) and "skipped" in row["note"]
+
+
+def test_every_length_and_protocol_scores_the_same_tokens():
+    seen = {}
+
+    class Spy(Uniform):
+        def forward(self, x, positions=None, **_):
+            seen.setdefault(x.shape[1], []).append(x)
+            return super().forward(x)
+
+    df = by_length(Spy(), DATA, [16, 32, 64], 512, sliding_stride=8, sliding_tokens=128)
+    non = df[df["protocol"] == "nonoverlapping"]
+    assert set(non["tokens"]) == {512}  # 8 segments of 64 tokens, whatever the window length
+    sl = df[df["protocol"] == "sliding"]
+    assert set(sl["tokens"]) == {128}
+    # the tokens scored by non-overlapping windows are the same bytes at 16 and at 64
+    w16 = torch.cat(seen[16][:1])[:, 1:].reshape(-1)[:64]
+    w64 = torch.cat(seen[64][:1])[:1, 1:].reshape(-1)
+    assert torch.equal(w16[:15], w64[:15])
+
+
+def test_sliding_context_is_at_least_length_minus_stride():
+    # scored tokens are the last `stride` of each window; windows lie inside the data
+    r = sliding(Uniform(), DATA, 64, 16, 256, segment=128)
+    assert r["tokens"] == 256

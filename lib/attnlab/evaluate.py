@@ -1,12 +1,13 @@
 """Evaluation by length: non-overlapping windows and sliding window (Press et al. 2022, sec. 4 / App. B).
 
-Non-overlapping: windows of L tokens, every token scored with the context inside its window
-(early tokens of a window see little context). Sliding window with stride S: windows of L
-tokens of which only the last S are scored, so every scored token sees at least L - S tokens
-of context (App. B's protocol, with S = 1 there). Both protocols score about `max_tokens`
-tokens taken from windows spread evenly over the whole split (not only its beginning), so the
-two protocols and all lengths see the same text distribution. Batches are sized by tokens, so
-evaluation at 16L stays within memory.
+Both protocols score the same tokens at every length: `segments` of S tokens (S = the longest
+evaluation length) spread evenly over the split. Non-overlapping: each segment is cut into
+windows of L tokens and every token is scored with the context inside its window (early
+tokens of a window see little context). Sliding window with stride s: the last tokens of each
+segment are scored s at a time, each with a window of L tokens ending there, so every scored
+token sees at least L - s tokens of context (App. B's protocol, with s = 1 there). Pairing the
+tokens across lengths and protocols removes the text-sampling noise from the comparison.
+Batches are sized by tokens, so evaluation at 16L stays within memory.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def _score(model: nn.Module, windows: Tensor, score_from: int, batch: int, devic
     return total, count
 
 
-def _starts(n: int, length: int, count: int) -> Tensor:
-    """`count` window starts spread evenly over a split of n tokens (windows of length + 1)."""
-    last = n - length - 1
-    if last < 0:
-        raise ValueError(f"split of {n} tokens is shorter than one window of {length + 1}")
-    return torch.linspace(0, last, count).round().long()
+def segment_starts(n: int, segment: int, count: int, margin: int) -> Tensor:
+    """`count` segment starts spread evenly over a split of n tokens, leaving `margin` tokens of context before."""
+    last = n - segment - 1
+    if last < margin:
+        raise ValueError(f"split of {n} tokens is too short for segments of {segment} after {margin} tokens")
+    return torch.linspace(margin, last, count).round().long()
 
 
 def _row(protocol: str, length: int, nll: float, n: int, **extra: object) -> dict[str, object]:
@@ -52,24 +53,37 @@ def _row(protocol: str, length: int, nll: float, n: int, **extra: object) -> dic
             "bpb": loss / LN2, "tokens": n, **extra}
 
 
+def _segments(data: Tensor, length: int, max_tokens: int, segment: int | None) -> tuple[Tensor, int]:
+    """Segment starts (a segment's worth of context left before the first) and the segment length."""
+    segment = max(segment or length, length)
+    count = max(1, min(max_tokens // segment, (data.numel() - 2 * segment - 1) // segment))
+    return segment_starts(data.numel(), segment, count, segment), segment
+
+
 def nonoverlapping(model: nn.Module, data: Tensor, length: int, max_tokens: int, batch_tokens: int = 16384,
-                   logit_scale: float = 1.0) -> dict[str, object]:
-    """Loss / perplexity / bits per byte with non-overlapping windows of `length` tokens."""
+                   logit_scale: float = 1.0, segment: int | None = None) -> dict[str, object]:
+    """Loss / perplexity / bits per byte with non-overlapping windows of `length` tokens tiling each segment."""
     device = next(model.parameters()).device
-    n_windows = max(1, min(max_tokens // length, (data.numel() - 1) // length))
-    idx = _starts(data.numel(), length, n_windows)[:, None] + torch.arange(length + 1)[None, :]  # (N, L+1)
+    starts, segment = _segments(data, length, max_tokens, segment)
+    offsets = torch.arange(segment // length) * length  # windows inside a segment
+    idx = (starts[:, None] + offsets[None, :]).reshape(-1, 1) + torch.arange(length + 1)[None, :]  # (N, L+1)
     nll, n = _score(model, data[idx], 0, max(1, batch_tokens // length), device, logit_scale)
     return _row("nonoverlapping", length, nll, n)
 
 
 def sliding(model: nn.Module, data: Tensor, length: int, stride: int, max_tokens: int,
-            batch_tokens: int = 16384, logit_scale: float = 1.0) -> dict[str, object]:
-    """Sliding-window evaluation: windows of `length`, stride `stride`, last `stride` tokens scored."""
+            batch_tokens: int = 16384, logit_scale: float = 1.0, segment: int | None = None,
+            segments_tokens: int | None = None) -> dict[str, object]:
+    """Sliding-window evaluation: the last tokens of each segment scored `stride` at a time, each with a
+    window of `length` tokens ending there (context >= length - stride)."""
     if not 1 <= stride <= length:
         raise ValueError(f"sliding stride {stride} must be in [1, {length}]")
     device = next(model.parameters()).device
-    n_windows = max(1, min(max_tokens // stride, (data.numel() - length - 1) // stride + 1))
-    idx = _starts(data.numel(), length, n_windows)[:, None] + torch.arange(length + 1)[None, :]  # (N, L+1)
+    starts, seg = _segments(data, length, segments_tokens or max_tokens, segment)
+    per_segment = max(stride, (max_tokens // len(starts)) // stride * stride)
+    ends = torch.arange(per_segment // stride) * stride + stride + (seg - per_segment)  # window ends in a segment
+    first = (starts[:, None] + ends[None, :] - length).reshape(-1, 1)  # (N, 1) window starts
+    idx = first + torch.arange(length + 1)[None, :]  # (N, L+1)
     nll, n = _score(model, data[idx], length - stride, max(1, batch_tokens // length), device, logit_scale)
     return _row("sliding", length, nll, n, stride=stride)
 
@@ -77,16 +91,18 @@ def sliding(model: nn.Module, data: Tensor, length: int, stride: int, max_tokens
 def by_length(model: nn.Module, data: Tensor, lengths: Sequence[int], max_tokens: int, *,
               sliding_stride: int = 0, sliding_tokens: int = 2048, batch_tokens: int = 16384,
               max_position: int | None = None, logit_scale: float = 1.0) -> pd.DataFrame:
-    """Both protocols at every length; lengths beyond `max_position` are recorded as skipped."""
+    """Both protocols at every length, on the same segments of the split (as long as the longest length);
+    lengths beyond `max_position` are recorded as skipped."""
     model.eval()
+    segment = max(lengths)
     rows = []
     for length in lengths:
         if max_position is not None and length > max_position:
             rows.append({"protocol": "nonoverlapping", "length": length, "loss": float("nan"), "ppl": float("nan"),
                          "bpb": float("nan"), "tokens": 0, "note": f"skipped: beyond the table ({max_position})"})
             continue
-        rows.append(nonoverlapping(model, data, length, max_tokens, batch_tokens, logit_scale))
+        rows.append(nonoverlapping(model, data, length, max_tokens, batch_tokens, logit_scale, segment))
         if sliding_stride:
             rows.append(sliding(model, data, length, min(sliding_stride, length), sliding_tokens, batch_tokens,
-                                logit_scale))
+                                logit_scale, segment, segments_tokens=max_tokens))
     return pd.DataFrame(rows)

@@ -102,7 +102,7 @@ def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> 
             x_n, _ = random_batch(corpus.valid, max(1, cfg.align_sequences * L // n), n, g)
             s = 1.0 if n <= L else A.align_temperature(model, x_l, x_n)
             for aligned, scale in ((False, 1.0), (True, s)):
-                r = nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=scale)
+                r = nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=scale, segment=max(c02.lengths))
                 rows.append({"experiment": "alignment", "encoding": enc, "aligned": aligned, "length": n,
                              "scale": scale, "bpb": r["bpb"]})
     return pd.DataFrame(rows)
@@ -132,7 +132,7 @@ def run_rope(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.Da
         for n in c02.lengths:
             m = with_encoding(base, method, n / L, L)
             rows.append({"experiment": "rope_extension", "method": method, "finetuned": False, "length": n,
-                         "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens)["bpb"]})
+                         "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens, segment=max(c02.lengths))["bpb"]})
         if cfg.finetune_steps:
             tuned = copy.deepcopy(with_encoding(base, method, 2.0, L))
             tcfg = replace(c02.train, steps=cfg.finetune_steps, lr=cfg.finetune_lr, warmup=min(10, cfg.finetune_steps),
@@ -142,7 +142,7 @@ def run_rope(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.Da
             for n in c02.lengths:
                 m = with_encoding(tuned, method, max(2.0, n / L), L)
                 rows.append({"experiment": "rope_extension", "method": method, "finetuned": True, "length": n,
-                             "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens)["bpb"]})
+                             "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens, segment=max(c02.lengths))["bpb"]})
     return pd.DataFrame(rows)
 
 
