@@ -184,3 +184,14 @@ def test_variant_refuses_an_encoding_it_cannot_carry():
         build_model(ModelConfig(mode="encoder", d_model=32, n_heads=4, attention="performer"), PEConfig(name="alibi"))
     with pytest.raises(ConfigError, match="'fnet' cannot carry a rotary encoding"):
         build_model(ModelConfig(mode="encoder", d_model=32, n_heads=4, attention="fnet"), PEConfig(name="rope"))
+
+
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple"])
+def test_flex_score_mod_with_non_contiguous_positions(pe):
+    enc = build_encoding(PEConfig(name=pe), PEDims(H * D, H, D, True))
+    pos = torch.randperm(200)[:T].sort().values  # randomized-PE style positions: gathers, not index arithmetic
+    q, k, v = qkv()
+    with torch.no_grad():
+        ref = eager_attention(q, k, v, bias=enc.bias(pos, pos), causal=True)
+        out = BACKENDS["flex"](q, k, v, causal=True, score_mod=score_mod_of(enc, pos, pos))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

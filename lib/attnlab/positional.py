@@ -224,10 +224,10 @@ class ALiBi(PositionalEncoding):
 
     def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
         """The same bias as a FlexAttention score_mod (never materialized)."""
-        slopes, qp, kp = self.slopes, q_pos, k_pos
+        slopes, rel = self.slopes, relative_fn(q_pos, k_pos)
 
         def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-            return score - slopes[h] * (qp[qi] - kp[ki]).abs()
+            return score - slopes[h] * rel(qi, ki).abs()
 
         return mod
 
@@ -252,11 +252,11 @@ class T5Bias(PositionalEncoding):
 
     def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
         """Buckets computed inside the FlexAttention score_mod (never materialized)."""
-        table, qp, kp = self.table.weight, q_pos, k_pos
+        table, rel = self.table.weight, relative_fn(q_pos, k_pos)
         bidirectional, nb, md = not self.dims.causal, self.cfg.t5_num_buckets, self.cfg.t5_max_distance
 
         def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-            return score + table[t5_relative_bucket(kp[ki] - qp[qi], bidirectional, nb, md), h]
+            return score + table[t5_relative_bucket(-rel(qi, ki), bidirectional, nb, md), h]
 
         return mod
 
@@ -287,10 +287,10 @@ class Kerple(PositionalEncoding):
         """The log variant as a FlexAttention score_mod (the power variant is materialized)."""
         if self.cfg.kerple_variant != "log":
             return None
-        p, a, qp, kp = self.p.clamp(min=self.eps), self.a.clamp(min=self.eps), q_pos, k_pos
+        p, a, rel = self.p.clamp(min=self.eps), self.a.clamp(min=self.eps), relative_fn(q_pos, k_pos)
 
         def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-            return score - p[h] * torch.log1p(a[h] * (qp[qi] - kp[ki]).abs())
+            return score - p[h] * torch.log1p(a[h] * rel(qi, ki).abs())
 
         return mod
 
@@ -454,6 +454,18 @@ class Randomized(PositionalEncoding):
 
     def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
         return score_mod_of(self.base, q_pos, k_pos)
+
+
+def relative_fn(q_pos: Tensor, k_pos: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """(q_idx, k_idx) -> q_pos[q_idx] - k_pos[k_idx] for a score_mod; pure index arithmetic when both
+    position vectors are contiguous ranges (the common case), so the fused kernel needs no gathers."""
+    def contiguous(p: Tensor) -> bool:
+        return p.numel() < 2 or bool((p[1:] - p[:-1] == 1).all())
+
+    if contiguous(q_pos) and contiguous(k_pos):
+        off = int(q_pos[0]) - int(k_pos[0]) if q_pos.numel() and k_pos.numel() else 0
+        return lambda qi, ki: qi - ki + off
+    return lambda qi, ki: q_pos[qi] - k_pos[ki]
 
 
 def score_mod_of(pe: PositionalEncoding, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
