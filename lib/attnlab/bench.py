@@ -9,6 +9,7 @@ peak; and the per-step cost of bias encodings (ALiBi, T5) relative to no encodin
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -246,6 +247,18 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
+@functools.lru_cache(maxsize=1)
+def _mmap_large_allocations() -> bool:
+    """glibc: serve every allocation >= 64 KiB by mmap (and keep that threshold fixed), so freed tensors
+    leave the resident set and the high-water mark sees each measurement's own allocations."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_memory_bytes(fn: Callable[[], object], device: str) -> float:
     """Peak memory added by fn(): CUDA allocator peak, or on Linux CPUs the resident-set high-water mark
     (reset through /proc/self/clear_refs). NaN where neither is available."""
@@ -259,6 +272,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: str) -> float:
         fn()
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - base)
+    _mmap_large_allocations()
     try:
         base = _status_kb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
