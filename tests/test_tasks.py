@@ -170,3 +170,10 @@ def test_decoder_layout_scores_only_the_answer():
     assert x.shape == (2, 10) and torch.all(x[:, 5] == lay.blank)
     assert m[:, 5:].all() and not m[:, :5].any()
     assert torch.equal(y[:, 5:], x[:, :5])
+
+
+def test_prefix_tape_reads_at_the_start():
+    lay = Layout("encoder", get_task("first"), prefix_tape=True)
+    x, y, m = lay.batch(6, 4, np.random.default_rng(0))
+    assert x.shape == (4, 7) and torch.all(x[:, 0] == lay.blank) and m[:, 0].all() and not m[:, 1:].any()
+    assert torch.equal(y[:, 0], x[:, 1])  # FIRST: the answer is the first symbol of the string

@@ -100,6 +100,7 @@ class Layout:
 
     protocol: str  # encoder | decoder
     task: Task
+    prefix_tape: bool = False  # encoder: tape before the input, so the readout positions never move with n
 
     @property
     def blank(self) -> int:  # encoder tape token / decoder separator
@@ -117,9 +118,11 @@ class Layout:
         s = self.task.sample(n, batch, rng)
         n_in, m = s.inputs.shape[1], s.targets.shape[1]
         if self.protocol == "encoder":
-            x = np.concatenate([s.inputs, np.full((batch, m), self.blank)], axis=1)
-            y = np.concatenate([np.zeros_like(s.inputs), s.targets], axis=1)
-            mask = np.concatenate([np.zeros_like(s.inputs, dtype=bool), s.mask], axis=1)
+            tape, zeros = np.full((batch, m), self.blank), np.zeros_like(s.inputs)
+            parts = [(tape, s.targets, s.mask), (s.inputs, zeros, zeros.astype(bool))]
+            if not self.prefix_tape:
+                parts = parts[::-1]
+            x, y, mask = (np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
         else:
             seq = np.concatenate([s.inputs, np.full((batch, 1), self.blank), s.targets], axis=1)
             x, y = seq[:, :-1], seq[:, 1:]

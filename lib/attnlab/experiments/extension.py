@@ -64,7 +64,7 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
     rows = []
     for name in cfg.cc_tasks:
         task = get_task(name)
-        layout = Layout("encoder", task)
+        layout = Layout("encoder", task, prefix_tape=True)  # read at position 0, as Chiang & Cholak
         mcfg = replace(cfg.cc_model, vocab_size=layout.vocab_size)
         for scaled in (False, True):
             pe = PEConfig(name="sinusoidal", log_length_scaling=scaled)
@@ -76,7 +76,7 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
 
             torch.manual_seed(cfg.cc_train.seed)
             model, tr = train_or_load(build_model(mcfg, pe), batch_fn, cfg.cc_train, mcfg, pe,
-                                      {"task": name, "n_train": cfg.cc_train_max_length},
+                                      {"task": name, "n_train": cfg.cc_train_max_length, "readout": "first"},
                                       progress=progress, desc=f"{name} {'log n' if scaled else 'plain'}")
             for n in cfg.cc_test_lengths:
                 rows.append({"experiment": "log_scaling", "task": name, "scaled": scaled, "length": n,
