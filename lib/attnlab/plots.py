@@ -23,8 +23,16 @@ PALETTE = {
 
 
 def color(name: str) -> str | None:
-    """The fixed colour of an encoding or variant (randomized:X takes X's family colour)."""
-    return PALETTE.get(name.split(":")[0].split("+")[0])
+    """The fixed colour of an encoding or variant: 'randomized(X)' has the randomized colour, 'X+randomized'
+    (and 'X (state)') the colour of X."""
+    if name.startswith("randomized"):
+        return PALETTE["randomized"]
+    return PALETTE.get(name.split("+")[0].split(" ")[0])
+
+
+def linestyle(name: str) -> str:
+    """Dashed for randomized or otherwise modified variants ('X+randomized', 'X aligned', ...)."""
+    return "--" if ("+" in name or " " in name) and not name.startswith("randomized") else "-"
 
 
 def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None, *, logx: bool = False,
@@ -34,7 +42,7 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.8))
     for key, g in df.groupby(hue, sort=False):
         g = g.sort_values(x)
-        ax.plot(g[x], g[y], label=str(key), color=color(str(key)), marker=marker)
+        ax.plot(g[x], g[y], label=str(key), color=color(str(key)), ls=linestyle(str(key)), marker=marker)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
