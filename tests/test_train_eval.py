@@ -198,3 +198,21 @@ def test_sliding_context_is_at_least_length_minus_stride():
     # scored tokens are the last `stride` of each window; windows lie inside the data
     r = sliding(Uniform(), DATA, 64, 16, 256, segment=128)
     assert r["tokens"] == 256
+
+
+def test_masked_accuracy_per_token_and_exact():
+    from attnlab.evaluate import masked_accuracy
+
+    class Echo(nn.Module):  # predicts the input token at every position
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, positions=None, **_):
+            return torch.nn.functional.one_hot(x, 4).float()
+
+    x = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])
+    y = torch.tensor([[0, 1, 0, 3], [0, 1, 2, 3]])
+    mask = torch.tensor([[False, True, True, True], [False, True, True, True]])
+    assert masked_accuracy(Echo(), x, y, mask, 4) == pytest.approx(5 / 6)
+    assert masked_accuracy(Echo(), x, y, mask, 4, exact=True) == pytest.approx(0.5)

@@ -106,3 +106,23 @@ def by_length(model: nn.Module, data: Tensor, lengths: Sequence[int], max_tokens
             rows.append(sliding(model, data, length, min(sliding_stride, length), sliding_tokens, batch_tokens,
                                 logit_scale, segment, segments_tokens=max_tokens))
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def masked_accuracy(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, n_classes: int, exact: bool = False,
+                    batch: int = 64) -> float:
+    """Accuracy of arg-max predictions (over the first n_classes logits) at the masked positions:
+    per token, or per sequence when `exact` (every masked position right: exact match)."""
+    model.eval()
+    device = next(model.parameters()).device
+    hits, total = 0.0, 0.0
+    for i in range(0, x.shape[0], batch):
+        pred = model(x[i:i + batch].to(device))[..., :n_classes].argmax(-1).cpu()
+        right, m = pred == y[i:i + batch], mask[i:i + batch]
+        if exact:
+            hits += float((right | ~m).all(dim=1).sum())
+            total += right.shape[0]
+        else:
+            hits += float((right & m).sum())
+            total += float(m.sum())
+    return hits / max(total, 1.0)

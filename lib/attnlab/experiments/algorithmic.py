@@ -26,6 +26,7 @@ import torch
 from ..claims import Measured, claim
 from ..config import ModelConfig, PEConfig, TrainConfig, notebook, spec, to_dict
 from ..errors import ConfigError
+from ..evaluate import masked_accuracy
 from ..io import atomic_write_json, read_json
 from ..model import build_model
 from ..positional import ENCODINGS
@@ -149,23 +150,10 @@ def _test_lengths(lo: int, hi: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(lo, hi, count)})
 
 
-@torch.no_grad()
 def _score(model: torch.nn.Module, layout: Layout, n: int, samples: int, seed: int) -> float:
-    """Encoder: per-token accuracy on the tape; decoder: exact-match accuracy."""
-    rng = np.random.default_rng(10_000 + seed * 7919 + n)
-    x, y, mask = layout.batch(n, samples, rng)
-    total, hits = 0.0, 0.0
-    for i in range(0, samples, 64):
-        logits = model(x[i:i + 64])[..., : layout.task.output_size]
-        ok = (logits.argmax(-1) == y[i:i + 64]) | ~mask[i:i + 64]
-        if layout.protocol == "encoder":
-            m = mask[i:i + 64]
-            hits += float(((logits.argmax(-1) == y[i:i + 64]) & m).sum())
-            total += float(m.sum())
-        else:
-            hits += float(ok.all(dim=1).sum())
-            total += ok.shape[0]
-    return hits / max(total, 1.0)
+    """Encoder: per-token accuracy on the tape; decoder: exact-match accuracy (attnlab.evaluate)."""
+    x, y, mask = layout.batch(n, samples, np.random.default_rng(10_000 + seed * 7919 + n))
+    return masked_accuracy(model, x, y, mask, layout.task.output_size, exact=layout.protocol == "decoder")
 
 
 def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, randomized: bool, seed: int,
