@@ -71,8 +71,9 @@ def split_overrides(names: list[str], overrides: dict[str, Any]) -> dict[str, di
 
 
 def default_run_dir(profile: str) -> Path:
-    commit = (git_commit() or "nogit")[:7] + ("-dirty" if (git_commit() or "").endswith("-dirty") else "")
-    return project_root() / "outputs" / f"run-{profile}-{commit}"
+    """outputs/run-<profile>-<short commit>[-dirty]: rerunning on the same commit resumes that folder."""
+    commit = git_commit() or "nogit"
+    return project_root() / "outputs" / f"run-{profile}-{commit[:7]}{'-dirty' if commit.endswith('-dirty') else ''}"
 
 
 def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path | None = None,
