@@ -101,10 +101,13 @@ def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> 
         for n in c02.lengths:
             x_n, _ = random_batch(corpus.valid, max(1, cfg.align_sequences * L // n), n, g)
             s = 1.0 if n <= L else A.align_temperature(model, x_l, x_n)
+            bpb = {}
             for aligned, scale in ((False, 1.0), (True, s)):
-                r = nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=scale, segment=max(c02.lengths))
+                if scale not in bpb:  # at or below L the aligned model is the unaligned one: evaluate once
+                    bpb[scale] = nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=scale,
+                                                segment=max(c02.lengths))["bpb"]
                 rows.append({"experiment": "alignment", "encoding": enc, "aligned": aligned, "length": n,
-                             "scale": scale, "bpb": r["bpb"]})
+                             "scale": scale, "bpb": bpb[scale]})
     return pd.DataFrame(rows)
 
 
@@ -128,21 +131,22 @@ def run_rope(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.Da
     L = c02.train.seq_len
     base = lm.train_one(c02, corpus, "rope", progress)[0]
     rows = []
-    for method in cfg.rope_methods:
+
+    def evaluate(model: torch.nn.Module, method: str, finetuned: bool, min_factor: float) -> None:
         for n in c02.lengths:
-            m = with_encoding(base, method, n / L, L)
-            rows.append({"experiment": "rope_extension", "method": method, "finetuned": False, "length": n,
+            m = with_encoding(model, method, max(min_factor, n / L), L)
+            rows.append({"experiment": "rope_extension", "method": method, "finetuned": finetuned, "length": n,
                          "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens, segment=max(c02.lengths))["bpb"]})
+
+    for method in cfg.rope_methods:
+        evaluate(base, method, False, 1.0)
         if cfg.finetune_steps:
             tuned = copy.deepcopy(with_encoding(base, method, 2.0, L))
             tcfg = replace(c02.train, steps=cfg.finetune_steps, lr=cfg.finetune_lr, warmup=min(10, cfg.finetune_steps),
                            seq_len=2 * L, batch_size=max(1, c02.train.batch_size // 2), min_lr_ratio=1.0)
             train(tuned, lm_batches(corpus.train, tcfg.batch_size, tcfg.seq_len), tcfg, progress=progress,
                   desc=f"fine-tune {method} at 2L")
-            for n in c02.lengths:
-                m = with_encoding(tuned, method, max(2.0, n / L), L)
-                rows.append({"experiment": "rope_extension", "method": method, "finetuned": True, "length": n,
-                             "bpb": nonoverlapping(m, corpus.test, n, cfg.max_tokens, segment=max(c02.lengths))["bpb"]})
+            evaluate(tuned, method, True, 2.0)
     return pd.DataFrame(rows)
 
 
