@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.attention import BACKENDS, eager_attention
+from attnlab.attention import BACKENDS, FLEX_BLOCK_SIZE, eager_attention, flex_block_mask, materialize_score_mod
 from attnlab.config import ConfigError, ModelConfig, PEConfig
 from attnlab.efficient import VARIANTS, build_variant
 from attnlab.model import build_model
@@ -52,10 +52,83 @@ def test_flex_score_mod_equals_materialized_bias(pe, causal):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_fire_and_shaw_have_no_score_mod_and_fall_back():
-    for pe in ["fire", "shaw"]:
-        enc = build_encoding(PEConfig(name=pe), PEDims(H * D, H, D, True))
-        assert score_mod_of(enc, torch.arange(4), torch.arange(4)) is None
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("positions", ["contiguous", "gathered"])
+def test_fire_score_mod_equals_materialized_bias(causal, positions):
+    enc = build_encoding(PEConfig(name="fire", fire_threshold=5.0), PEDims(H * D, H, D, causal))
+    for p in enc.parameters():  # away from the initialization, so that every head and unit matters
+        p.data.add_(0.3 * torch.randn_like(p))
+    pos = torch.arange(T) + 3 if positions == "contiguous" else torch.randperm(100)[:T].sort().values
+    q, k, v = qkv()
+    with torch.no_grad():
+        ref = eager_attention(q, k, v, bias=enc.bias(pos, pos), causal=causal)
+        out = BACKENDS["flex"](q, k, v, causal=causal, score_mod=score_mod_of(enc, pos, pos))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_shaw_query_score_mod_equals_materialized_key_term(causal):
+    enc = build_encoding(PEConfig(name="shaw", shaw_clip=5), PEDims(H * D, H, D, causal))
+    enc.table.weight.data.normal_(0, 1.0)
+    pos = torch.arange(T) + 11
+    q, k, v = qkv()
+    bias = torch.einsum("bhqd,qkd->bhqk", q, enc.bias(pos, pos))  # (B, H, T, T): q_i . a_(j - i)
+    with torch.no_grad():
+        ref = eager_attention(q, k, v, bias=bias, causal=causal)
+        out = BACKENDS["flex"](q, k, v, causal=causal, score_mod=enc.query_score_mod(q, pos, pos))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert score_mod_of(enc, pos, pos) is None  # query-dependent: no position-only score_mod
+
+
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "fire"])
+def test_materialized_score_mod_equals_bias(pe):
+    enc = build_encoding(PEConfig(name=pe), PEDims(H * D, H, D, False))
+    pos = torch.arange(T)
+    scores = torch.randn(B, H, T, T)
+    torch.testing.assert_close(materialize_score_mod(scores, score_mod_of(enc, pos, pos)),
+                               scores + enc.bias(pos, pos), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_flex_window_block_mask_equals_local_attention(causal, compiled):
+    q, k, v = qkv(t=300)  # more than two blocks of FLEX_BLOCK_SIZE, with a partial last block
+    m = build_variant("local", H, D, 300, causal, window=40)
+    with torch.no_grad():
+        out = BACKENDS["flex"](q, k, v, causal=causal, window=40, compiled=compiled)
+        torch.testing.assert_close(out, m(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_flex_block_mask_tiles_and_skips_blocks():
+    full, causal = flex_block_mask(512, 512), flex_block_mask(512, 512, causal=True)
+    assert full.BLOCK_SIZE == causal.BLOCK_SIZE == (FLEX_BLOCK_SIZE, FLEX_BLOCK_SIZE)
+    n = 512 // FLEX_BLOCK_SIZE
+    assert int(full.full_kv_num_blocks.sum()) == n * n  # every block computed, none masked
+    # causal: the diagonal blocks are partial, those above it are skipped
+    assert int(causal.kv_num_blocks.sum()) == n and int(causal.full_kv_num_blocks.sum()) == n * (n - 1) // 2
+    window = flex_block_mask(1024, 1024, window=64)
+    assert int((window.kv_num_blocks + window.full_kv_num_blocks).sum()) < (1024 // FLEX_BLOCK_SIZE) ** 2
+
+
+def test_compiled_flex_memory_stays_linear_after_many_shapes():
+    """Past dynamo's recompile limit torch silently runs the uncompiled kernel, which materializes the
+    (Tq, Tk) scores; without a tiled block mask the compiled CPU kernel allocates them per thread."""
+    from attnlab.bench import peak_memory_bytes
+
+    for t in range(16, 16 * 10, 16):  # nine shapes compiled before the measured one
+        BACKENDS["flex"](*(x[:1, :1] for x in qkv(t=t)), compiled=True)
+    t = 2048
+    q, k, v = (x[:1, :1] for x in qkv(t=t))
+
+    def run():
+        with torch.no_grad():
+            BACKENDS["flex"](q, k, v, compiled=True)
+
+    run()
+    peak = peak_memory_bytes(run, "cpu")
+    if peak != peak:  # NaN: no /proc on this platform
+        pytest.skip("peak memory is measured through /proc")
+    assert peak < t * t * 4 / 4, f"peak {peak / 1e6:.1f} MB: one (T, T) float32 score matrix is {t * t * 4 / 1e6:.1f} MB"
 
 
 def variant(name, causal=False, **kw):

@@ -89,3 +89,20 @@ def test_peak_memory_sees_a_large_allocation():
 
 def test_palm_flops_formula():
     assert train_flops_per_token(1000, 2, 16, 8) == 6 * 1000 + 12 * 2 * 16 * 8
+
+
+def _timings(powers: dict[str, float]) -> pd.DataFrame:
+    from attnlab.bench import scaling_exponents
+
+    grid = pd.DataFrame([{"variant": v, "mode": "fwd", "length": n, "status": "ok", "time_s": 1e-9 * n ** p,
+                          "peak_bytes": 10.0 * n ** p} for v, p in powers.items() for n in (512, 1024, 2048, 4096)])
+    return pd.concat([grid.assign(experiment="timing"), scaling_exponents(grid).assign(experiment="exponent")])
+
+
+@pytest.mark.parametrize(("flex_power", "verdict"), [(1.0, True), (2.0, False)])
+def test_fused_memory_claim_checks_sdpa_and_flex(flex_power, verdict):
+    from attnlab.claims import CLAIMS, claims_for
+
+    claims_for("04_efficient_attention_speed")  # registers the notebook's claims
+    m = CLAIMS["fused_memory_linear"].check(_timings({"eager": 2.0, "sdpa": 1.0, "alibi/flex": flex_power}))
+    assert m.passed is verdict and "alibi/flex memory exponent" in m.value

@@ -119,3 +119,21 @@ def test_gradients_flow_to_pe_parameters():
         x = torch.randint(0, 256, (2, 12))
         m.loss(x, x).backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.pe.parameters()), pe
+
+
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "fire", "shaw"])
+def test_flex_fuses_every_bias_encoding(pe):
+    ctx = tiny(pe, attention="flex").position_context(torch.arange(8), 8)
+    assert ctx.bias is None and (ctx.score_mod is not None or ctx.query_mod is not None)
+
+
+@pytest.mark.parametrize("pe", ["fire", "shaw"])
+def test_flex_gradients_equal_eager(pe):
+    ref, fast = tiny(pe, attention="eager").train(), tiny(pe, attention="flex").train()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randint(0, 256, (2, 16))
+    for m in (ref, fast):
+        m.zero_grad()
+        m(x).float().pow(2).mean().backward()
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)

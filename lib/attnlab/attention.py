@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 AttentionFn = Callable[..., Tensor]
 BACKENDS: Registry[AttentionFn] = Registry("attention backend")
@@ -54,19 +58,59 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
+# FlexAttention tiles queries and keys in blocks of this size. Every call passes a block mask: without one
+# it uses a single block as long as the sequence, and its CPU kernel then allocates a (Tq, Tk) score
+# buffer per thread -- quadratic memory and a slow kernel from about 2K tokens on.
+FLEX_BLOCK_SIZE = 128
+# Each new (shape, score_mod) compiles a new graph; past dynamo's recompile limit (8) torch silently runs
+# the uncompiled flex_attention, which materializes the scores. A sweep over lengths and encodings needs more.
+FLEX_RECOMPILE_LIMIT = 64
+
+
 @cache
 def _compiled_flex() -> Callable[..., Tensor]:
+    import torch._dynamo
     from torch.nn.attention.flex_attention import flex_attention
 
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(cfg.recompile_limit, FLEX_RECOMPILE_LIMIT)
     return torch.compile(flex_attention, dynamic=False)
+
+
+@lru_cache(maxsize=64)
+def flex_block_mask(tq: int, tk: int, causal: bool = False, window: int | None = None,
+                    device: str = "cpu") -> BlockMask:
+    """FlexAttention block mask (Dong et al. 2024): all keys, causal (queries aligned to the last keys),
+    and/or a window |i - j| <= window, in blocks of FLEX_BLOCK_SIZE; cached per shape."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    off = tk - tq
+
+    def visible(bi, hi, qi, ki):  # noqa: ANN001, ANN202
+        return qi >= 0  # every key (the block mask only fixes the tiling)
+
+    def causal_mod(bi, hi, qi, ki):  # noqa: ANN001, ANN202
+        return ki <= qi + off
+
+    def window_mod(bi, hi, qi, ki):  # noqa: ANN001, ANN202
+        return (qi + off - ki).abs() <= window
+
+    def causal_window_mod(bi, hi, qi, ki):  # noqa: ANN001, ANN202
+        return (ki <= qi + off) & (qi + off - ki <= window)
+
+    mods = {(False, False): visible, (True, False): causal_mod, (False, True): window_mod,
+            (True, True): causal_window_mod}
+    return create_block_mask(mods[causal, window is not None], None, None, tq, tk, device=device,
+                             BLOCK_SIZE=FLEX_BLOCK_SIZE)
 
 
 @BACKENDS.register("flex")
 def flex_attention_backend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: bool = False,
                            scale: float | None = None, score_mod: Callable | None = None,
-                           compiled: bool | None = None) -> Tensor:
-    """FlexAttention (Dong et al. 2024): bias as a score_mod, causality as a block mask."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+                           compiled: bool | None = None, window: int | None = None) -> Tensor:
+    """FlexAttention (Dong et al. 2024): bias as a score_mod, causal and window masks as a block mask.
+    Compiled on CUDA and for inference; CPU training takes the same computation materialized."""
+    from torch.nn.attention.flex_attention import flex_attention
 
     tq, tk = q.shape[-2], k.shape[-2]
     if score_mod is None and bias is not None:
@@ -76,17 +120,37 @@ def flex_attention_backend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None 
         def score_mod(score, bi, hi, qi, ki):  # noqa: ANN001, ANN202
             return score + b[bi if bb else 0, hi if bh else 0, qi, ki]
 
-    block_mask = None
-    if causal:
-        off = tk - tq
-
-        def mask_mod(bi, hi, qi, ki):  # noqa: ANN001, ANN202
-            return ki <= qi + off
-
-        block_mask = create_block_mask(mask_mod, None, None, tq, tk, device=str(q.device))
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _flex_reference(q, k, v, score_mod, causal, window, scale)  # no FlexAttention backward on CPU
+    block_mask = flex_block_mask(tq, tk, causal, window, str(q.device))
     use_compiled = (q.device.type == "cuda" or not torch.is_grad_enabled()) if compiled is None else compiled
     fn = _compiled_flex() if use_compiled else flex_attention
     return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+def _flex_reference(q: Tensor, k: Tensor, v: Tensor, score_mod: Callable | None, causal: bool,
+                    window: int | None, scale: float | None) -> Tensor:
+    """What flex computes, materialized and differentiable (CPU training: FlexAttention has no CPU backward)."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    if score_mod is not None:
+        scores = materialize_score_mod(scores, score_mod)
+    rel = torch.arange(tq, device=q.device)[:, None] + (tk - tq) - torch.arange(tk, device=q.device)[None]
+    keep = torch.ones_like(rel, dtype=torch.bool)  # (Tq, Tk), query - key
+    if causal:
+        keep &= rel >= 0
+    if window is not None:
+        keep &= rel.abs() <= window
+    return torch.matmul(scores.masked_fill(~keep, float("-inf")).softmax(dim=-1), v)  # (B, H, Tq, D)
+
+
+def materialize_score_mod(scores: Tensor, score_mod: Callable) -> Tensor:
+    """scores (B, H, Tq, Tk) with `score_mod` applied elementwise through broadcast index grids (the
+    eager meaning of a FlexAttention score_mod, for analysis and tests)."""
+    b, h, tq, tk = (torch.arange(n, device=scores.device) for n in scores.shape)
+    return score_mod(scores, b[:, None, None, None], h[None, :, None, None], tq[None, None, :, None],
+                     tk[None, None, None, :])
 
 
 def attention_backend(name: str) -> AttentionFn:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import flex_attention_backend
 from .errors import ConfigError
 from .registry import Registry
 
@@ -64,7 +65,10 @@ class LocalAttention(Variant):
         return ok & (rel >= 0) if self.causal else ok
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
-        m = self.mask(q.shape[-2], q.device)
+        if bias is None and (q.device.type == "cuda" or not torch.is_grad_enabled()):
+            # the window as a FlexAttention block mask: blocks outside the band are skipped, O(T w)
+            return flex_attention_backend(q, k, v, causal=self.causal, window=self.window)
+        m = self.mask(q.shape[-2], q.device)  # (T, T): materialized band
         if bias is not None:
             m = bias.to(q.dtype).masked_fill(~m, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=m)

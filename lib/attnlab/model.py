@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import BACKENDS, attention_backend
+from .attention import BACKENDS, attention_backend, materialize_score_mod
 from .config import ModelConfig, PEConfig
 from .efficient import build_variant
 from .errors import ConfigError
@@ -40,6 +41,7 @@ class PositionContext:
     query_dependent: bool = False
     rotation: Rotation | None = None
     score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
+    query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
 
 
@@ -60,11 +62,14 @@ class SelfAttention(nn.Module):
 
     record: list[Tensor] | None = None  # set to a list to record the mean attention entropy per query
 
-    def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+    def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float,
+                 score_mod: Callable | None = None) -> Tensor:
         """Attention entropy (nats) per query position, averaged over batch and heads: (T,)."""
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, T)
         if bias is not None:
             scores = scores + bias
+        if score_mod is not None:
+            scores = materialize_score_mod(scores, score_mod)
         if self.causal:
             t = q.shape[-2]
             scores = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
@@ -84,12 +89,13 @@ class SelfAttention(nn.Module):
             bias = torch.einsum("bhqd,qkd->bhqk", q, bias.to(q.dtype)) * ctx.logit_scale
         elif bias is not None:
             bias = bias.to(q.dtype) * ctx.logit_scale if ctx.logit_scale != 1.0 else bias.to(q.dtype)
+        score_mod = ctx.query_mod(q) if ctx.query_mod is not None else ctx.score_mod
         if self.record is not None:  # analysis: attention entropy and outputs (eager, materialized)
-            self.record.append(self._entropy(q, k, bias, scale))
+            self.record.append(self._entropy(q, k, bias, scale, score_mod))
         if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
             y = self.variant(q, k, v, bias) if bias is not None else self.variant(q, k, v)
         else:
-            extra = {"score_mod": ctx.score_mod} if ctx.score_mod is not None else {}
+            extra = {"score_mod": score_mod} if score_mod is not None else {}
             y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale, **extra)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -162,6 +168,10 @@ class Transformer(nn.Module):
         if self.pe_cfg.log_length_scaling:
             logit_scale = logit_scale * log_length_scale(length)
         if pe.kind == "bias" and self.cfg.attention == "flex" and logit_scale == 1.0:
+            query_score_mod = getattr(pe, "query_score_mod", None)
+            if pe.query_dependent and query_score_mod is not None:
+                return PositionContext(positions, query_mod=partial(query_score_mod, q_pos=positions,
+                                                                    k_pos=positions))
             mod = score_mod_of(pe, positions, positions)
             if mod is not None:
                 return PositionContext(positions, score_mod=mod)

@@ -316,6 +316,23 @@ class FIRE(PositionalEncoding):
         x = self.psi(rel) / norm.clamp(min=1e-6)  # (Tq, Tk), in [0, 1] for causal pairs
         return self.mlp(x[..., None]).permute(2, 0, 1)  # (H, Tq, Tk)
 
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+        """The same bias as a FlexAttention score_mod: the MLP (1 -> hidden -> H) unrolled per score."""
+        rel, qpos = relative_fn(q_pos, k_pos), position_fn(q_pos)
+        w1, b1 = self.mlp[0].weight[:, 0], self.mlp[0].bias  # (hidden,)
+        w2, b2 = self.mlp[2].weight, self.mlp[2].bias  # (H, hidden), (H,)
+        c, thr, hidden = self.c.abs(), self.threshold.abs(), w1.numel()
+
+        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            norm = torch.log(c * torch.maximum(thr, qpos(qi).float()) + 1.0).clamp(min=1e-6)
+            x = torch.log(c * rel(qi, ki).abs().float() + 1.0) / norm
+            out = b2[h]
+            for u in range(hidden):
+                out = out + w2[h, u] * torch.relu(w1[u] * x + b1[u])
+            return score + out
+
+        return mod
+
 
 @ENCODINGS.register("shaw")
 class Shaw(PositionalEncoding):
@@ -333,6 +350,18 @@ class Shaw(PositionalEncoding):
         k = self.cfg.shaw_clip
         rel = (k_pos[None, :] - q_pos[:, None]).long().clamp(-k, k) + k  # (Tq, Tk)
         return self.table(rel) / math.sqrt(self.dims.head_dim)  # (Tq, Tk, D): contracted with q
+
+    def query_score_mod(self, q: Tensor, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+        """The key term as a FlexAttention score_mod: q . a_r for the 2k+1 distances r, looked up per score
+        (a (B, H, Tq, 2k+1) table instead of the (B, H, Tq, Tk) bias)."""
+        k = self.cfg.shaw_clip
+        qa = torch.einsum("bhqd,rd->bhqr", q, self.table.weight.to(q.dtype)) / math.sqrt(self.dims.head_dim)
+        rel = relative_fn(k_pos, q_pos)  # (k_idx, q_idx) -> k_pos - q_pos
+
+        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return score + qa[b, h, qi, rel(ki, qi).clamp(-k, k) + k]
+
+        return mod
 
 
 @ENCODINGS.register("rope")
@@ -468,6 +497,14 @@ def relative_fn(q_pos: Tensor, k_pos: Tensor) -> Callable[[Tensor, Tensor], Tens
     return lambda qi, ki: q_pos[qi] - k_pos[ki]
 
 
+def position_fn(pos: Tensor) -> Callable[[Tensor], Tensor]:
+    """idx -> pos[idx] for a score_mod; index arithmetic when `pos` is a contiguous range."""
+    if pos.numel() < 2 or bool((pos[1:] - pos[:-1] == 1).all()):
+        start = int(pos[0]) if pos.numel() else 0
+        return lambda i: i + start
+    return lambda i: pos[i]
+
+
 def score_mod_of(pe: PositionalEncoding, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
     """The FlexAttention score_mod of a bias encoding, or None where it has none (then: materialize)."""
     fn = getattr(pe, "score_mod", None)
@@ -487,5 +524,5 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
     "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "rope_inv_freq",
-    "log_length_scale", "sinusoidal_table", "score_mod_of", "ScoreMod",
+    "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn", "ScoreMod",
 ]
