@@ -40,10 +40,11 @@ def test_causal_with_fewer_queries_aligns_to_last_keys(backend):
     torch.testing.assert_close(ref[:, :, :1], manual)
 
 
-@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple"])
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "kerple-power"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_flex_score_mod_equals_materialized_bias(pe, causal):
-    enc = build_encoding(PEConfig(name=pe), PEDims(H * D, H, D, causal))
+    name, _, variant = pe.partition("-")
+    enc = build_encoding(PEConfig(name=name, kerple_variant=variant or "log"), PEDims(H * D, H, D, causal))
     pos = torch.arange(T) + 7
     q, k, v = qkv()
     with torch.no_grad():
@@ -80,9 +81,10 @@ def test_shaw_query_score_mod_equals_materialized_key_term(causal):
     assert score_mod_of(enc, pos, pos) is None  # query-dependent: no position-only score_mod
 
 
-@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "fire"])
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "kerple-power", "fire"])
 def test_materialized_score_mod_equals_bias(pe):
-    enc = build_encoding(PEConfig(name=pe), PEDims(H * D, H, D, False))
+    name, _, variant = pe.partition("-")
+    enc = build_encoding(PEConfig(name=name, kerple_variant=variant or "log"), PEDims(H * D, H, D, False))
     pos = torch.arange(T)
     scores = torch.randn(B, H, T, T)
     torch.testing.assert_close(materialize_score_mod(scores, score_mod_of(enc, pos, pos)),

@@ -283,16 +283,23 @@ class Kerple(PositionalEncoding):
         a = self.a.clamp(min=self.eps, max=2.0)[:, None, None]
         return -p * dist.clamp(min=1e-6).pow(a) * (dist > 0)  # (H, Tq, Tk)
 
-    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
-        """The log variant as a FlexAttention score_mod (the power variant is materialized)."""
-        if self.cfg.kerple_variant != "log":
-            return None
-        p, a, rel = self.p.clamp(min=self.eps), self.a.clamp(min=self.eps), relative_fn(q_pos, k_pos)
+    def score_mod(self, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+        """The same bias (log or power variant) as a FlexAttention score_mod (never materialized)."""
+        p, rel = self.p.clamp(min=self.eps), relative_fn(q_pos, k_pos)
+        if self.cfg.kerple_variant == "log":
+            a = self.a.clamp(min=self.eps)
 
-        def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-            return score - p[h] * torch.log1p(a[h] * rel(qi, ki).abs())
+            def mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+                return score - p[h] * torch.log1p(a[h] * rel(qi, ki).abs())
 
-        return mod
+            return mod
+        a = self.a.clamp(min=self.eps, max=2.0)
+
+        def power_mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            dist = rel(qi, ki).abs().float()
+            return score - p[h] * dist.clamp(min=1e-6).pow(a[h]) * (dist > 0)
+
+        return power_mod
 
 
 @ENCODINGS.register("fire")
