@@ -106,3 +106,15 @@ def test_fused_memory_claim_checks_sdpa_and_flex(flex_power, verdict):
     claims_for("04_efficient_attention_speed")  # registers the notebook's claims
     m = CLAIMS["fused_memory_linear"].check(_timings({"eager": 2.0, "sdpa": 1.0, "alibi/flex": flex_power}))
     assert m.passed is verdict and "alibi/flex memory exponent" in m.value
+
+
+def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
+    from attnlab.bench import bench_train, format_train
+
+    r = bench_train(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
+    b = r["breakdown_attnlab_rope"]
+    assert set(r["contenders"]) == {"attnlab/rope", "attnlab/none", "attnlab/alibi", "attnlab/t5", "transformers/llama"}
+    assert 0 < r["mfu_attnlab_rope"] < 1 and r["ratio_attnlab_rope_vs_llama"] > 0
+    assert b["matmul_s_per_step"] > 0 and b["other_s_per_step"] > 0
+    assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
+    assert "operator time: matmul" in format_train(r)

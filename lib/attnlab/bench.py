@@ -95,9 +95,35 @@ def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor) -> Callable[[], 
     return step
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def step_breakdown(step: Callable[[], float], steps: int = 3) -> dict[str, float]:
+    """Share of a training step's operator time (self CPU/CUDA time of aten ops) spent in matmuls, in
+    fused attention kernels, and in everything else (norms, activations, rotary, optimizer, copies)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+    parts = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        if not (e.key.startswith("aten::") or "CompiledFxGraph" in e.key):
+            continue  # python-level ranges and autograd wrappers (their ops are counted themselves)
+        t = e.self_device_time_total if torch.cuda.is_available() else e.self_cpu_time_total
+        kind = ("matmul" if e.key in MATMUL_OPS else
+                "attention" if "scaled_dot_product" in e.key or "flash_attention" in e.key else "other")
+        parts[kind] += t / 1e6 / steps
+    total = sum(parts.values()) or float("nan")
+    return {**{f"{k}_s_per_step": v for k, v in parts.items()}, **{f"{k}_share": v / total for k, v in parts.items()}}
+
+
 def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int = 6, steps_per_round: int = 5,
-                warmup: int = 3, device: str | None = None) -> dict[str, object]:
-    """Interleaved rounds of training steps for each contender; medians and ratios from one run."""
+                warmup: int = 3, device: str | None = None, compile: bool = False,
+                breakdown: bool = True) -> dict[str, object]:
+    """Interleaved rounds of training steps for each contender; medians and ratios from one run.
+    `compile` wraps every contender's loss (attnlab's and transformers') in torch.compile alike."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = SIZES[size]
     torch.manual_seed(0)
@@ -120,9 +146,12 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     ours = [v for n, v in init.items() if n.startswith("attnlab/")]
     if not all(v == v and abs(v) < 1e3 for v in init.values()) or max(ours) - min(ours) > 1.0:
         raise RuntimeError(f"sanity check failed before timing: initial losses {init}")
+    if compile:
+        for c in contenders:
+            c.loss = torch.compile(c.loss)
     timers = {c.name: _step_timer(c, x, y) for c in contenders}
     for t in timers.values():
-        for _ in range(warmup):
+        for _ in range(warmup + (2 if compile else 0)):  # compiling: forward and backward graphs first
             t()
     times: dict[str, list[float]] = {n: [] for n in timers}
     for _ in range(rounds):
@@ -133,10 +162,14 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     peak = matmul_peak_flops(device=device)
     ours = contenders[0].model
     fpt = train_flops_per_token(matmul_params(ours), cfg.n_layers, cfg.d_model, seq)
+    parts = step_breakdown(timers["attnlab/rope"]) if breakdown else {}
+    if parts:  # what the matmuls alone achieve: 6N FLOPs per token in the time spent in matmul kernels
+        parts["matmul_gflops"] = 6 * matmul_params(ours) * tok / parts["matmul_s_per_step"] / 1e9
     rows = {n: {"median_step_s": med[n], "tokens_per_s": tok / med[n],
                 "params": sum(p.numel() for p in c.model.parameters())} for n, c in zip(timers, contenders)}
     return {
         "size": size, "device": device, "threads": torch.get_num_threads(), "batch": batch, "seq_len": seq,
+        "compiled": compile, "breakdown_attnlab_rope": parts,
         "rounds": rounds, "steps_per_round": steps_per_round, "initial_losses": init, "contenders": rows,
         "ratio_attnlab_rope_vs_llama": med["transformers/llama"] / med["attnlab/rope"],
         "matmul_peak_gflops": peak / 1e9,
@@ -150,7 +183,8 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
 
 def format_train(r: dict[str, object]) -> str:
     lines = [f"bench train: size {r['size']}, {r['device']}, {r['threads']} threads, batch {r['batch']} x "
-             f"{r['seq_len']}, {r['rounds']} rounds x {r['steps_per_round']} steps (medians)"]
+             f"{r['seq_len']}, {r['rounds']} rounds x {r['steps_per_round']} steps (medians)"
+             f"{', torch.compile' if r.get('compiled') else ', eager'}"]
     for n, v in r["contenders"].items():  # type: ignore[union-attr]
         lines.append(f"  {n:22s} {v['median_step_s'] * 1e3:8.1f} ms/step {v['tokens_per_s']:10.0f} tok/s "
                      f"{v['params'] / 1e6:6.2f}M params")
@@ -161,6 +195,11 @@ def format_train(r: dict[str, object]) -> str:
         f"  step time ALiBi / none: {r['alibi_vs_none_step_ratio']:.2f}, T5 / none: {r['t5_vs_none_step_ratio']:.2f} "
         f"(target <= 1.3)",
     ]
+    b = r.get("breakdown_attnlab_rope") or {}
+    if b:
+        lines.append(f"  attnlab/rope operator time: matmul {100 * b['matmul_share']:.0f}% "
+                     f"({b['matmul_gflops']:.0f} GFLOP/s), attention kernels {100 * b['attention_share']:.0f}%, "
+                     f"other ops (norms, activations, rotary, optimizer, copies) {100 * b['other_share']:.0f}%")
     return "\n".join(lines)
 
 
@@ -171,6 +210,7 @@ def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps-per-round", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="torch.compile every contender's loss alike")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args(argv)
     _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
@@ -178,7 +218,8 @@ def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
         from .errors import ConfigError
 
         raise ConfigError(f"--size = {a.size!r}: unknown; valid choices: {', '.join(SIZES)}")
-    r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round)
+    r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round,
+                    compile=a.compile)
     return format_train(r), {"json": a.json, "data": r}
 
 
