@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.attention import BACKENDS, FLEX_BLOCK_SIZE, eager_attention, flex_block_mask, materialize_score_mod
+from attnlab.attention import (
+    BACKENDS,
+    FLEX_BLOCK_SIZE,
+    eager_attention,
+    flex_block_mask,
+    materialize_score_mod,
+)
 from attnlab.config import ConfigError, ModelConfig, PEConfig
 from attnlab.efficient import VARIANTS, build_variant
 from attnlab.model import build_model
