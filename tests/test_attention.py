@@ -276,3 +276,40 @@ def test_flex_score_mod_with_non_contiguous_positions(pe):
         ref = eager_attention(q, k, v, bias=enc.bias(pos, pos), causal=True)
         out = BACKENDS["flex"](q, k, v, causal=True, score_mod=score_mod_of(enc, pos, pos))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["local", "linformer", "linear", "performer", "probsparse"])
+def test_variants_ignore_padding_keys(name):
+    """Padding appended to a sequence and marked as such leaves the outputs at the real positions unchanged."""
+    t, extra = 20, 9
+    q, k, v = qkv(t=t + extra)
+    pad = torch.zeros(B, t + extra, dtype=torch.bool)
+    pad[:, t:] = True
+    pad[1, t - 3:] = True  # the second sequence is shorter
+    kw = {"window": 4, "k": 8, "features": 32, "top_u": t + extra}
+    m = build_variant(name, H, D, t + extra, False, **kw)
+    with torch.no_grad():
+        out = m(q, k, v, key_padding=pad)
+        for i, n in ((0, t), (1, t - 3)):
+            sl = slice(i, i + 1)
+            ref = build_variant(name, H, D, t + extra, False, **{**kw, "top_u": n})(
+                q[sl, :, :n], k[sl, :, :n], v[sl, :, :n])
+            if name == "linformer":  # same projection matrices E, F (seeded by the module's creation)
+                ref_m = build_variant(name, H, D, t + extra, False, **kw)
+                ref_m.load_state_dict(m.state_dict())
+                ref = ref_m(q[sl, :, :n], k[sl, :, :n], v[sl, :, :n])
+            torch.testing.assert_close(out[sl, :, :n], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS.names())
+def test_padding_bias_masks_keys_in_every_backend(backend):
+    q, k, v = qkv()
+    pad = torch.zeros(B, T, dtype=torch.bool)
+    pad[0, 15:] = True
+    from attnlab.attention import padding_bias
+
+    with torch.no_grad():
+        out = BACKENDS[backend](q, k, v, bias=padding_bias(pad, q.dtype))
+    ref = eager_attention(q[:1, :, :, :], k[:1, :, :15], v[:1, :, :15])
+    torch.testing.assert_close(out[:1], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1:], eager_attention(q[1:], k[1:], v[1:]), atol=1e-5, rtol=1e-5)

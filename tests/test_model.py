@@ -1,5 +1,7 @@
 """The Transformer: causality, backends equal to eager, explicit positions, shared tables."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -137,3 +139,23 @@ def test_flex_gradients_equal_eager(pe):
         m(x).float().pow(2).mean().backward()
     for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+PADDING_CASES = ([(a, pe) for a in ("eager", "sdpa", "flex", "local") for pe in ("sinusoidal", "alibi", "t5", "rope")]
+                 + [(a, pe) for a in ("linformer", "performer", "linear") for pe in ("sinusoidal", "rope")])
+
+
+@pytest.mark.parametrize(("attention", "pe"), PADDING_CASES)
+def test_encoder_with_pad_id_ignores_padding(attention, pe):
+    """model.pad_id: appended padding changes nothing at the real positions of an encoder."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(mode="encoder", d_model=32, n_layers=2, n_heads=4, d_ff=64, attention=attention, pad_id=0,
+                      max_len=32, window=4, linformer_k=8)
+    m = build_model(cfg, PEConfig(name=pe)).eval()
+    x = torch.randint(1, 256, (2, 20))
+    padded = torch.cat([x, torch.zeros(2, 7, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(m(padded)[:, :20], m(x), atol=1e-4, rtol=1e-4)
+        unmasked = build_model(replace(cfg, pad_id=-1), PEConfig(name=pe)).eval()
+        unmasked.load_state_dict(m.state_dict())
+        assert not torch.allclose(unmasked(padded)[:, :20], m(x), atol=1e-4)  # without pad_id the pads leak in

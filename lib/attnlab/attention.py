@@ -114,7 +114,8 @@ def flex_attention_backend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None 
 
     tq, tk = q.shape[-2], k.shape[-2]
     if score_mod is None and bias is not None:
-        b = bias if bias.dim() == 4 else bias[None]  # (B|1, H|1, Tq, Tk)
+        b = bias if bias.dim() == 4 else bias[None]
+        b = b.expand(*b.shape[:2], tq, tk)  # (B|1, H|1, Tq, Tk); broadcast query/key dims as views
         bb, bh = b.shape[0] > 1, b.shape[1] > 1
 
         def score_mod(score, bi, hi, qi, ki):  # noqa: ANN001, ANN202
@@ -151,6 +152,21 @@ def materialize_score_mod(scores: Tensor, score_mod: Callable) -> Tensor:
     b, h, tq, tk = (torch.arange(n, device=scores.device) for n in scores.shape)
     return score_mod(scores, b[:, None, None, None], h[None, :, None, None], tq[None, None, :, None],
                      tk[None, None, None, :])
+
+
+def padding_bias(key_padding: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, 1, 1, Tk) additive bias: -inf at padding keys (key_padding True), 0 elsewhere."""
+    return torch.zeros(key_padding.shape, dtype=dtype, device=key_padding.device).masked_fill(
+        key_padding, float("-inf"))[:, None, None, :]
+
+
+def mask_padding(score_mod: Callable | None, key_padding: Tensor) -> Callable:
+    """A score_mod that also sends padding keys (key_padding (B, Tk) True) to -inf."""
+    def mod(score, b, h, qi, ki):  # noqa: ANN001, ANN202
+        s = score if score_mod is None else score_mod(score, b, h, qi, ki)
+        return torch.where(key_padding[b, ki], float("-inf"), s)
+
+    return mod
 
 
 def attention_backend(name: str) -> AttentionFn:

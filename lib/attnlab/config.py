@@ -372,6 +372,7 @@ class ModelConfig:
     linformer_k: int = spec(64, ge=1, help="Linformer projected length k")
     features: int = spec(64, ge=1, help="Performer random features")
     probsparse_factor: float = spec(5.0, gt=0, help="Informer c: u = c ln L")
+    pad_id: int = spec(-1, ge=-1, help="padding token: keys holding it are masked in attention (-1: none)")
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

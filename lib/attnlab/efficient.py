@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import flex_attention_backend
+from .attention import flex_attention_backend, padding_bias
 from .errors import ConfigError
 from .registry import Registry
 
@@ -64,7 +64,10 @@ class LocalAttention(Variant):
         ok = rel.abs() <= self.window
         return ok & (rel >= 0) if self.causal else ok
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
+                key_padding: Tensor | None = None) -> Tensor:
+        if key_padding is not None:
+            bias = padding_bias(key_padding, q.dtype) if bias is None else bias + padding_bias(key_padding, q.dtype)
         if bias is None and (q.device.type == "cuda" or not torch.is_grad_enabled()):
             # the window as a FlexAttention block mask: blocks outside the band are skipped, O(T w)
             return flex_attention_backend(q, k, v, causal=self.causal, window=self.window)
@@ -90,13 +93,20 @@ class Linformer(Variant):
         self.E = nn.Parameter(torch.randn(self.k, max_len) / math.sqrt(self.k))  # shared across heads
         self.F = nn.Parameter(torch.randn(self.k, max_len) / math.sqrt(self.k))
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None = None) -> Tensor:
         t = k.shape[-2]
+        if key_padding is not None:  # padding keys and values contribute nothing to the projections
+            k, v = _zero_padding(k, key_padding), _zero_padding(v, key_padding)
         if t > self.max_len:
             raise ValueError(f"linformer: sequence length {t} exceeds its projection length {self.max_len}")
         kp = torch.einsum("kn,bhnd->bhkd", self.E[:, :t], k)  # (B, H, k, D)
         vp = torch.einsum("kn,bhnd->bhkd", self.F[:, :t], v)  # (B, H, k, D)
         return F.scaled_dot_product_attention(q, kp, vp)
+
+
+def _zero_padding(x: Tensor, key_padding: Tensor | None) -> Tensor:
+    """x (B, H, T, ...) with the rows of padding positions (key_padding (B, T) True) set to 0."""
+    return x if key_padding is None else x.masked_fill(key_padding[:, None, :, None], 0.0)
 
 
 def _linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, causal: bool, eps: float = 1e-30) -> Tensor:
@@ -120,8 +130,8 @@ class LinearAttention(Variant):
 
     name = "linear"
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return _linear_attention(F.elu(q) + 1, F.elu(k) + 1, v, self.causal)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None = None) -> Tensor:
+        return _linear_attention(F.elu(q) + 1, _zero_padding(F.elu(k) + 1, key_padding), v, self.causal)
 
 
 def orthogonal_gaussian(m: int, d: int, generator: torch.Generator | None = None) -> Tensor:
@@ -159,9 +169,10 @@ class Performer(Variant):
         expo = expo - (expo.amax(dim=-1, keepdim=True).detach() if per_row else self.shift)
         return torch.exp(expo) / math.sqrt(self.w.shape[0])
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None = None) -> Tensor:
         # a per-query constant cancels between numerator and denominator of that query
-        return _linear_attention(self.phi(q, per_row=True), self.phi(k), v, self.causal)
+        return _linear_attention(self.phi(q, per_row=True), _zero_padding(self.phi(k), key_padding), v,
+                                 self.causal)
 
 
 @VARIANTS.register("fnet")
@@ -198,7 +209,7 @@ class ProbSparse(Variant):
         super().__init__(n_heads, head_dim, max_len, causal)
         self.factor, self.top_u = float(factor), int(top_u)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None = None) -> Tensor:
         b, h, tq, d = q.shape
         tk = k.shape[-2]
         scale = 1.0 / math.sqrt(d)
@@ -207,11 +218,20 @@ class ProbSparse(Variant):
         idx = torch.randint(tk, (tq, n_sample), device=q.device)  # sampled keys per query
         k_sample = k[:, :, idx]  # (B, H, Tq, S, D)
         qk = torch.einsum("bhqd,bhqsd->bhqs", q, k_sample) * scale
-        sparsity = qk.amax(dim=-1) - qk.sum(dim=-1) / tk  # M(q) = max - mean (Informer eq. 4)
+        real = torch.ones(b, tk, dtype=torch.bool, device=q.device) if key_padding is None else ~key_padding
+        n_real = real.sum(dim=-1).clamp(min=1)[:, None, None]  # (B, 1, 1)
+        sampled_real = real[:, idx][:, None]  # (B, 1, Tq, S)
+        # M(q) = max - mean over the sampled real keys (Informer eq. 4)
+        sparsity = (qk.masked_fill(~sampled_real, float("-inf")).amax(dim=-1)
+                    - qk.masked_fill(~sampled_real, 0.0).sum(dim=-1) / n_real)
         top = sparsity.topk(u, dim=-1).indices  # (B, H, u)
-        out = v.mean(dim=-2, keepdim=True).expand(b, h, tq, d).clone()  # lazy queries: mean(V)
+        v_real = _zero_padding(v, key_padding)
+        out = (v_real.sum(dim=-2, keepdim=True) / n_real[..., None]).expand(b, h, tq, d).clone()  # lazy: mean(V)
         q_top = torch.gather(q, 2, top[..., None].expand(b, h, u, d))
-        attn = torch.softmax(q_top @ k.transpose(-2, -1) * scale, dim=-1) @ v  # (B, H, u, D)
+        scores = q_top @ k.transpose(-2, -1) * scale  # (B, H, u, Tk)
+        if key_padding is not None:
+            scores = scores + padding_bias(key_padding, scores.dtype)
+        attn = torch.softmax(scores, dim=-1) @ v  # (B, H, u, D)
         out.scatter_(2, top[..., None].expand(b, h, u, d), attn)
         return out
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import BACKENDS, attention_backend, materialize_score_mod
+from .attention import BACKENDS, attention_backend, mask_padding, materialize_score_mod, padding_bias
 from .config import ModelConfig, PEConfig
 from .efficient import build_variant
 from .errors import ConfigError
@@ -43,6 +43,7 @@ class PositionContext:
     score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
     query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
+    key_padding: Tensor | None = None  # (B, T) True at padding tokens (model.pad_id): masked as keys
 
 
 class SelfAttention(nn.Module):
@@ -90,10 +91,17 @@ class SelfAttention(nn.Module):
         elif bias is not None:
             bias = bias.to(q.dtype) * ctx.logit_scale if ctx.logit_scale != 1.0 else bias.to(q.dtype)
         score_mod = ctx.query_mod(q) if ctx.query_mod is not None else ctx.score_mod
+        pad = ctx.key_padding
+        if pad is not None and self.variant is None:  # padding keys: -inf in the bias or the score_mod
+            if score_mod is not None:
+                score_mod = mask_padding(score_mod, pad)
+            else:
+                bias = padding_bias(pad, q.dtype) if bias is None else bias + padding_bias(pad, q.dtype)
         if self.record is not None:  # analysis: attention entropy and outputs (eager, materialized)
             self.record.append(self._entropy(q, k, bias, scale, score_mod))
         if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
-            y = self.variant(q, k, v, bias) if bias is not None else self.variant(q, k, v)
+            kw = {} if pad is None else {"key_padding": pad}
+            y = self.variant(q, k, v, bias, **kw) if bias is not None else self.variant(q, k, v, **kw)
         else:
             extra = {"score_mod": score_mod} if score_mod is not None else {}
             y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale, **extra)  # (B, H, T, D)
@@ -197,6 +205,10 @@ class Transformer(nn.Module):
             x = x + self.pe.embed(positions).to(x.dtype)[None]
         x = self.drop(x)
         ctx = self.position_context(positions, t, logit_scale)
+        if self.cfg.pad_id >= 0:
+            pad = tokens == self.cfg.pad_id  # (B, T)
+            if bool(pad.any()):
+                ctx = replace(ctx, key_padding=pad)
         hidden = [x]
         for block in self.blocks:
             x = block(x, ctx)

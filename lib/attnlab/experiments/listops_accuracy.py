@@ -2,7 +2,8 @@
 
 Encoders that differ only in their attention read a ListOps expression and predict its value
 (10 classes) at the <cls> position. Training reuses attnlab.train (the loss is masked to the
-<cls> position); sequences are padded to the longest in the set (no padding mask).
+<cls> position); sequences are padded to the longest in the set and padding keys are masked in
+attention (model.pad_id; FNet, which has no attention, mixes them as published).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class ListOpsConfig:
     max_args: int = spec(10, ge=2)
     data_seed: int = spec(0, ge=0)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(
-        mode="encoder", vocab_size=len(L.VOCAB), d_model=64, n_layers=2, n_heads=2, d_ff=128))
+        mode="encoder", vocab_size=len(L.VOCAB), d_model=64, n_layers=2, n_heads=2, d_ff=128, pad_id=L.PAD))
     pe: PEConfig = field(default_factory=lambda: PEConfig(name="sinusoidal"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup=100,
                                                                     weight_decay=0.01))
