@@ -57,6 +57,10 @@ def test_bad_input_raises_one_clear_line(call, pattern):
 def test_component_validation():
     with pytest.raises(ConfigError, match="model.d_model = 100: must be divisible by model.n_heads = 3"):
         C.from_dict(C.ModelConfig, {"d_model": 100, "n_heads": 3})
+    with pytest.raises(ConfigError, match="model.pad_id = 300: must be a token id below model.vocab_size = 256"):
+        C.from_dict(C.ModelConfig, {"pad_id": 300})
+    with pytest.raises(ConfigError, match="pad_id = -2: must be >= -1"):
+        C.from_dict(C.ModelConfig, {"pad_id": -2})
     with pytest.raises(ConfigError, match="name = 'alibbi': unknown; valid choices: .*alibi"):
         C.from_dict(C.PEConfig, {"name": "alibbi"})
     with pytest.raises(ConfigError, match="kerple_variant = 'cubic': invalid; valid choices: log, power"):

@@ -379,6 +379,9 @@ class ModelConfig:
             raise ConfigError(f"model.d_model = {self.d_model}: must be divisible by model.n_heads = {self.n_heads}")
         if (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"model.d_model / model.n_heads = {self.d_model // self.n_heads}: head size must be even")
+        if self.pad_id >= self.vocab_size:
+            raise ConfigError(f"model.pad_id = {self.pad_id}: must be a token id below model.vocab_size = "
+                              f"{self.vocab_size}, or -1 (no padding mask)")
 
 
 @dataclass(frozen=True)
