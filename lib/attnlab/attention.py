@@ -154,10 +154,12 @@ def materialize_score_mod(scores: Tensor, score_mod: Callable) -> Tensor:
                      tk[None, None, None, :])
 
 
-def padding_bias(key_padding: Tensor, dtype: torch.dtype) -> Tensor:
-    """(B, 1, 1, Tk) additive bias: -inf at padding keys (key_padding True), 0 elsewhere."""
-    return torch.zeros(key_padding.shape, dtype=dtype, device=key_padding.device).masked_fill(
+def padding_bias(key_padding: Tensor, dtype: torch.dtype, bias: Tensor | None = None) -> Tensor:
+    """(B, 1, 1, Tk) additive bias: -inf at padding keys (key_padding True), 0 elsewhere; added to `bias`
+    (broadcastable to (B, H, Tq, Tk)) when one is given."""
+    pad = torch.zeros(key_padding.shape, dtype=dtype, device=key_padding.device).masked_fill(
         key_padding, float("-inf"))[:, None, None, :]
+    return pad if bias is None else bias + pad
 
 
 def mask_padding(score_mod: Callable | None, key_padding: Tensor) -> Callable:

@@ -67,7 +67,7 @@ class LocalAttention(Variant):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
                 key_padding: Tensor | None = None) -> Tensor:
         if key_padding is not None:
-            bias = padding_bias(key_padding, q.dtype) if bias is None else bias + padding_bias(key_padding, q.dtype)
+            bias = padding_bias(key_padding, q.dtype, bias)
         if bias is None and (q.device.type == "cuda" or not torch.is_grad_enabled()):
             # the window as a FlexAttention block mask: blocks outside the band are skipped, O(T w)
             return flex_attention_backend(q, k, v, causal=self.causal, window=self.window)
@@ -230,7 +230,7 @@ class ProbSparse(Variant):
         q_top = torch.gather(q, 2, top[..., None].expand(b, h, u, d))
         scores = q_top @ k.transpose(-2, -1) * scale  # (B, H, u, Tk)
         if key_padding is not None:
-            scores = scores + padding_bias(key_padding, scores.dtype)
+            scores = padding_bias(key_padding, scores.dtype, scores)
         attn = torch.softmax(scores, dim=-1) @ v  # (B, H, u, D)
         out.scatter_(2, top[..., None].expand(b, h, u, d), attn)
         return out

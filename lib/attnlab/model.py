@@ -96,7 +96,7 @@ class SelfAttention(nn.Module):
             if score_mod is not None:
                 score_mod = mask_padding(score_mod, pad)
             else:
-                bias = padding_bias(pad, q.dtype) if bias is None else bias + padding_bias(pad, q.dtype)
+                bias = padding_bias(pad, q.dtype, bias)
         if self.record is not None:  # analysis: attention entropy and outputs (eager, materialized)
             self.record.append(self._entropy(q, k, bias, scale, score_mod))
         if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
