@@ -492,24 +492,19 @@ class Randomized(PositionalEncoding):
         return score_mod_of(self.base, q_pos, k_pos)
 
 
-def relative_fn(q_pos: Tensor, k_pos: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """(q_idx, k_idx) -> q_pos[q_idx] - k_pos[k_idx] for a score_mod; pure index arithmetic when both
-    position vectors are contiguous ranges (the common case), so the fused kernel needs no gathers."""
-    def contiguous(p: Tensor) -> bool:
-        return p.numel() < 2 or bool((p[1:] - p[:-1] == 1).all())
-
-    if contiguous(q_pos) and contiguous(k_pos):
-        off = int(q_pos[0]) - int(k_pos[0]) if q_pos.numel() and k_pos.numel() else 0
-        return lambda qi, ki: qi - ki + off
-    return lambda qi, ki: q_pos[qi] - k_pos[ki]
-
-
 def position_fn(pos: Tensor) -> Callable[[Tensor], Tensor]:
-    """idx -> pos[idx] for a score_mod; index arithmetic when `pos` is a contiguous range."""
+    """idx -> pos[idx] for a score_mod; pure index arithmetic when `pos` is a contiguous range (the common
+    case), so the fused kernel needs no gathers."""
     if pos.numel() < 2 or bool((pos[1:] - pos[:-1] == 1).all()):
         start = int(pos[0]) if pos.numel() else 0
         return lambda i: i + start
     return lambda i: pos[i]
+
+
+def relative_fn(q_pos: Tensor, k_pos: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """(q_idx, k_idx) -> q_pos[q_idx] - k_pos[k_idx] for a score_mod (see position_fn)."""
+    q, k = position_fn(q_pos), position_fn(k_pos)
+    return lambda qi, ki: q(qi) - k(ki)
 
 
 def score_mod_of(pe: PositionalEncoding, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
