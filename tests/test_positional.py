@@ -154,6 +154,19 @@ def test_rotate_half():
     assert rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-3.0, -4.0, 1.0, 2.0]
 
 
+@pytest.mark.parametrize("name", ROTARY)
+def test_apply_rotation_is_the_textbook_formula_bit_for_bit(name):
+    """The fast path (roll and a signed sin table) equals x * cos + rotate_half(x) * sin exactly."""
+    torch.manual_seed(0)
+    pe, pos = make(name), torch.arange(50)
+    x = torch.randn(2, 4, 50, 8)
+    r = pe.rotation(pos)
+    for which, scale in (("q", r.q_scale), ("k", r.k_scale)):
+        ref = x * r.cos + rotate_half(x) * r.sin
+        ref = ref if scale is None else ref * scale
+        assert torch.equal(apply_rotation(x, r, which), ref)
+
+
 @pytest.mark.parametrize("heads", range(1, 65))
 def test_alibi_slopes_match_bloom(heads):
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor

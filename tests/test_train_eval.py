@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from attnlab.config import DataConfig, ModelConfig, PEConfig, TrainConfig
 from attnlab.evaluate import by_length, nonoverlapping, sliding
 from attnlab.model import build_model
-from attnlab.train import TrainingDiverged, lm_batches, lr_at, train, train_or_load
+from attnlab.train import TrainingDiverged, TrainStep, lm_batches, lr_at, train, train_or_load
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)
 DATA = torch.randint(0, 256, (20000,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
@@ -42,6 +43,41 @@ def test_non_finite_loss_stops_with_a_clear_error():
     m.loss = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
     with pytest.raises(TrainingDiverged, match="non-finite loss .* at step 0"):
         train(m, lm_batches(DATA, 2, 16), TrainConfig(steps=5), progress=False)
+
+
+def test_compiled_step_equals_the_eager_step(tmp_path):
+    """train.compile compiles the loss and the update (clipping + AdamW with a tensor learning rate): the
+    weights after a warm-up + cosine schedule match eager training, the schedule does not recompile, and
+    its checkpoint resumes eagerly."""
+    cfg = TrainConfig(steps=8, warmup=3, lr=3e-3, seed=1)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(MODEL, PEConfig(name="rope"))
+
+    eager, compiled = fresh(), fresh()
+    train(eager, lm_batches(DATA, 4, 16), cfg, progress=False)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        r = train(compiled, lm_batches(DATA, 4, 16), replace(cfg, compile=True), progress=False,
+                  checkpoint=tmp_path / "ck.pt")
+    assert r.status == "completed" and len(set(r.losses)) == cfg.steps
+    for (k, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+    resumed = train(fresh(), lm_batches(DATA, 4, 16), replace(cfg, steps=9), progress=False,
+                    checkpoint=tmp_path / "ck.pt")
+    assert resumed.resumed_from == 8 and resumed.steps == 9
+
+
+def test_step_raises_before_any_update_on_a_non_finite_loss():
+    m = build_model(MODEL, PEConfig(name="none"))
+    before = [p.detach().clone() for p in m.parameters()]
+    opt = torch.optim.AdamW(m.parameters(), lr=1.0)
+    step = TrainStep(lambda *a: torch.tensor(float("inf"), requires_grad=True), list(m.parameters()), opt, 1.0)
+    with pytest.raises(TrainingDiverged, match="non-finite loss"):
+        step(torch.zeros(1), lr=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert opt.param_groups[0]["lr"] == 0.5
 
 
 def test_resume_equals_uninterrupted(tmp_path):

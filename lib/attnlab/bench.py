@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, PEConfig
+from .config import ModelConfig, PEConfig, TrainConfig
 from .io import atomic_write_json
 from .model import build_model
+from .train import TrainStep, make_optimizer
 
 SIZES = {
     "smoke": ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=256),
@@ -78,16 +79,17 @@ def llama_like(cfg: ModelConfig) -> nn.Module:
     return LlamaForCausalLM(hf)
 
 
-def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor) -> Callable[[], float]:
-    opt = torch.optim.AdamW(c.model.parameters(), lr=1e-4)
+def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor, compile: bool = False) -> Callable[[], float]:
+    """Seconds of one training step of `c`: the trainer's own step (AdamW groups, clipping, compile)."""
+    tc = TrainConfig()
+    opt = make_optimizer(c.model, tc)
     c.model.train()
+    train_step = TrainStep(c.loss, [p for p in c.model.parameters() if p.requires_grad], opt, tc.grad_clip,
+                           compile=compile)
 
     def step() -> float:
         t = time.perf_counter()
-        loss = c.loss(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(x, y, lr=1e-4)
         if x.is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t
@@ -123,7 +125,8 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
                 warmup: int = 3, device: str | None = None, compile: bool = False,
                 breakdown: bool = True) -> dict[str, object]:
     """Interleaved rounds of training steps for each contender; medians and ratios from one run.
-    `compile` wraps every contender's loss (attnlab's and transformers') in torch.compile alike."""
+    Every contender runs the trainer's own step (``train.TrainStep``: AdamW groups, clipping); `compile`
+    compiles every contender's loss and update (attnlab's and transformers') alike."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = SIZES[size]
     torch.manual_seed(0)
@@ -146,12 +149,9 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     ours = [v for n, v in init.items() if n.startswith("attnlab/")]
     if not all(v == v and abs(v) < 1e3 for v in init.values()) or max(ours) - min(ours) > 1.0:
         raise RuntimeError(f"sanity check failed before timing: initial losses {init}")
-    if compile:
-        for c in contenders:
-            c.loss = torch.compile(c.loss)
-    timers = {c.name: _step_timer(c, x, y) for c in contenders}
+    timers = {c.name: _step_timer(c, x, y, compile) for c in contenders}
     for t in timers.values():
-        for _ in range(warmup + (2 if compile else 0)):  # compiling: forward and backward graphs first
+        for _ in range(warmup + (2 if compile else 0)):  # compiling: forward, backward and update graphs first
             t()
     times: dict[str, list[float]] = {n: [] for n in timers}
     for _ in range(rounds):
@@ -210,7 +210,7 @@ def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps-per-round", type=int, default=5)
-    ap.add_argument("--compile", action="store_true", help="torch.compile every contender's loss alike")
+    ap.add_argument("--compile", action="store_true", help="torch.compile every contender's loss and update alike")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args(argv)
     _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))

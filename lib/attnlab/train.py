@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,55 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+LossFn = Callable[..., Tensor]
+
+
+class TrainStep:
+    """One optimisation step -- loss, backward, gradient clipping, AdamW update (Loshchilov & Hutter 2019).
+
+    The trainer and ``attnlab bench train`` run this same step. With ``compile`` the loss (forward and
+    backward, through AOTAutograd) and the update (clipping and AdamW) are compiled separately; the
+    learning rate then lives in a tensor per parameter group so that the schedule does not recompile.
+    """
+
+    def __init__(self, loss_fn: LossFn, params: list[nn.Parameter], opt: torch.optim.Optimizer,
+                 grad_clip: float = 0.0, compile: bool = False,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+        self.params, self.opt, self.grad_clip, self.compiled = params, opt, grad_clip, compile
+        self.autocast = autocast  # around the forward pass only (bf16 on CUDA)
+        self.loss_fn = torch.compile(loss_fn) if compile else loss_fn
+        if compile:
+            for g in opt.param_groups:
+                g["lr"] = torch.tensor(float(g["lr"]))
+        self._update = torch.compile(self._clip_and_step) if compile else self._clip_and_step
+
+    def _clip_and_step(self) -> None:
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.opt.step()
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of every parameter group (in place when compiled)."""
+        for g in self.opt.param_groups:
+            if isinstance(g["lr"], Tensor):
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
+
+    def __call__(self, *args: Any, lr: float | None = None, **kwargs: Any) -> Tensor:
+        """The loss of this batch (detached), after the update; a non-finite loss raises before any update."""
+        if lr is not None:
+            self.set_lr(lr)
+        with self.autocast():
+            loss = self.loss_fn(*args, **kwargs)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss ({loss.detach().item()})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._update()
+        return loss.detach()
+
+
 def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: Path | None = None,
           progress: bool = True, desc: str = "train", device: str | torch.device | None = None) -> TrainResult:
     """Train `model` for cfg.steps (resuming from `checkpoint` if present); never a silent NaN."""
@@ -104,9 +154,10 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
         torch.set_rng_state(state["torch_rng"])
         start, losses, step_times = int(state["step"]), list(state["losses"]), list(state["step_times"])
     result = TrainResult(steps=start, losses=losses, resumed_from=start)
-    loss_fn = torch.compile(model.loss) if cfg.compile else model.loss
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext)
+    step_fn = TrainStep(model.loss, [p for p in model.parameters() if p.requires_grad], opt, cfg.grad_clip,
+                        compile=cfg.compile, autocast=autocast)
     t_begin = time.time()
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
                mininterval=1.0, leave=False)
@@ -117,20 +168,13 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
         x, y = x.to(device), y.to(device)
         mask = mask.to(device) if mask is not None else None
         tokens_per_step = int(mask.sum()) if mask is not None else x.numel()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        with autocast:
-            loss = loss_fn(x, y, mask=mask)
-        if not torch.isfinite(loss):
-            result.status, result.error = "failed", f"non-finite loss ({loss.detach().item()}) at step {step}"
+        try:
+            loss = step_fn(x, y, mask=mask, lr=lr_at(step, cfg))
+        except TrainingDiverged as e:
+            result.status, result.error = "failed", f"{e} at step {step}"
             bar.close()
-            raise TrainingDiverged(result.error)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.detach().item())
+            raise TrainingDiverged(result.error) from None
+        losses.append(loss.item())
         step_times.append(time.perf_counter() - t0)
         result.steps = step + 1
         if progress and (step % 10 == 0 or step + 1 == cfg.steps):
@@ -208,5 +252,5 @@ def lm_batches(data: Tensor, batch_size: int, seq_len: int) -> BatchFn:
     return fn
 
 
-__all__ = ["train", "train_or_load", "TrainResult", "TrainingDiverged", "lr_at", "lm_batches", "cache_key",
+__all__ = ["train", "train_or_load", "TrainStep", "TrainResult", "TrainingDiverged", "lr_at", "lm_batches", "cache_key",
            "cache_root", "ModelConfig", "PEConfig", "DataConfig"]
