@@ -155,16 +155,33 @@ def test_rotate_half():
 
 
 @pytest.mark.parametrize("name", ROTARY)
-def test_apply_rotation_is_the_textbook_formula_bit_for_bit(name):
-    """The fast path (roll and a signed sin table) equals x * cos + rotate_half(x) * sin exactly."""
+def test_apply_rotation_is_the_textbook_formula_with_its_gradient(name):
+    """The fast path (roll, a signed sin table, a hand-written backward) equals autograd through
+    x * cos + rotate_half(x) * sin bit for bit, in value and gradient; gradcheck in float64."""
     torch.manual_seed(0)
     pe, pos = make(name), torch.arange(50)
-    x = torch.randn(2, 4, 50, 8)
     r = pe.rotation(pos)
+    x = torch.randn(2, 4, 50, 8, requires_grad=True)
+    g = torch.randn(2, 4, 50, 8)
     for which, scale in (("q", r.q_scale), ("k", r.k_scale)):
         ref = x * r.cos + rotate_half(x) * r.sin
         ref = ref if scale is None else ref * scale
-        assert torch.equal(apply_rotation(x, r, which), ref)
+        out = apply_rotation(x, r, which)
+        assert torch.equal(out, ref)
+        (gx,), (gref,) = torch.autograd.grad(out, x, g), torch.autograd.grad(ref, x, g)
+        assert torch.equal(gx, gref)
+    r64 = type(r)(*(t.double() if t is not None else None for t in (r.cos, r.sin, r.q_scale, r.k_scale)))
+    x64 = torch.randn(1, 2, 50, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: apply_rotation(a, r64, "q"), (x64,))
+
+
+def test_apply_rotation_differentiates_learned_tables():
+    """Tables that require grad (a learned rotation) take autograd's path and receive their gradient."""
+    r = make("rope").rotation(torch.arange(10))
+    cos = r.cos.clone().requires_grad_()
+    out = apply_rotation(torch.randn(1, 1, 10, 8), type(r)(cos, r.sin), "q")
+    (gc,) = torch.autograd.grad(out.sum(), cos)
+    assert gc.abs().sum() > 0
 
 
 @pytest.mark.parametrize("heads", range(1, 65))

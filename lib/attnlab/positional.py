@@ -148,14 +148,33 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+class _Rotate(torch.autograd.Function):
+    """x * cos + roll(x, D/2) * signed_sin, with a backward of four passes over x instead of five (the
+    same products and sums as autograd's, so the same bits)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(cos, signed_sin)
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        cos, signed_sin = ctx.saved_tensors  # the adjoint of roll(., h) is roll(., -h)
+        h = g.shape[-1] // 2
+        return g * cos + g.roll(-h, dims=-1) * signed_sin.roll(-h, dims=-1), None, None
+
+
 def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
     """Rotate x (B, H, T, D) by position (RoFormer eq. 34, split-half layout); XPos scales q/k."""
     cos, sin = rot.cos.to(x.dtype), rot.sin.to(x.dtype)
     h = x.shape[-1] // 2
-    # rotate_half(x) * sin == roll(x, D/2) * (-sin_1, sin_2), bit for bit: the sign moves to the (T, D) table,
-    # so x (B, H, T, D) is read once by roll instead of by chunk, negate and cat
+    # rotate_half(x) * sin == roll(x, D/2) * (-sin_1, sin_2): the sign moves to the (T, D) table, so x is
+    # read by one roll instead of chunk, negate and cat
     signed_sin = torch.cat((-sin[..., :h], sin[..., h:]), dim=-1)
-    out = x * cos + x.roll(h, dims=-1) * signed_sin
+    if cos.requires_grad or signed_sin.requires_grad:  # learned tables: autograd's own backward
+        out = x * cos + x.roll(h, dims=-1) * signed_sin
+    else:
+        out = _Rotate.apply(x, cos, signed_sin)
     scale = rot.q_scale if which == "q" else rot.k_scale
     return out if scale is None else out * scale.to(x.dtype)
 
