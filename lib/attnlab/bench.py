@@ -79,12 +79,14 @@ def llama_like(cfg: ModelConfig) -> nn.Module:
     return LlamaForCausalLM(hf)
 
 
-def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor, compile: bool = False) -> Callable[[], float]:
-    """Seconds of one training step of `c`: the trainer's own step (AdamW groups, clipping, compile)."""
+def train_step_timer(model: nn.Module, loss: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     compile: bool = False) -> Callable[[], float]:
+    """Seconds of one training step of `model` on (x, y): the trainer's own step (AdamW groups, clipping,
+    compile), so a benchmark times what the notebooks run."""
     tc = TrainConfig()
-    opt = make_optimizer(c.model, tc)
-    c.model.train()
-    train_step = TrainStep(c.loss, [p for p in c.model.parameters() if p.requires_grad], opt, tc.grad_clip,
+    opt = make_optimizer(model, tc)
+    model.train()
+    train_step = TrainStep(loss, [p for p in model.parameters() if p.requires_grad], opt, tc.grad_clip,
                            compile=compile)
 
     def step() -> float:
@@ -95,6 +97,24 @@ def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor, compile: bool = 
         return time.perf_counter() - t
 
     return step
+
+
+def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor, compile: bool = False) -> Callable[[], float]:
+    return train_step_timer(c.model, c.loss, x, y, compile)
+
+
+def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, steps_per_round: int,
+                        warmup: int) -> dict[str, float]:
+    """Median seconds per call of each timer, measured in interleaved rounds (every contender sees the
+    same drift of the machine's speed) after `warmup` calls each."""
+    for t in timers.values():
+        for _ in range(warmup):
+            t()
+    times: dict[str, list[float]] = {n: [] for n in timers}
+    for _ in range(rounds):
+        for n, t in timers.items():
+            times[n] += [t() for _ in range(steps_per_round)]
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
@@ -150,14 +170,8 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     if not all(v == v and abs(v) < 1e3 for v in init.values()) or max(ours) - min(ours) > 1.0:
         raise RuntimeError(f"sanity check failed before timing: initial losses {init}")
     timers = {c.name: _step_timer(c, x, y, compile) for c in contenders}
-    for t in timers.values():
-        for _ in range(warmup + (2 if compile else 0)):  # compiling: forward, backward and update graphs first
-            t()
-    times: dict[str, list[float]] = {n: [] for n in timers}
-    for _ in range(rounds):
-        for n, t in timers.items():
-            times[n] += [t() for _ in range(steps_per_round)]
-    med = {n: statistics.median(v) for n, v in times.items()}
+    # compiling: forward, backward and update graphs first
+    med = interleaved_medians(timers, rounds, steps_per_round, warmup + (2 if compile else 0))
     tok = batch * seq
     peak = matmul_peak_flops(device=device)
     ours = contenders[0].model
@@ -274,7 +288,7 @@ def main(what: str, argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["bench_train", "matmul_peak_flops", "train_flops_per_token", "llama_like", "main"]
+__all__ = ["bench_train", "interleaved_medians", "train_step_timer", "matmul_peak_flops", "train_flops_per_token", "llama_like", "main"]
 
 
 # ----------------------------------------------------------------------------- attention

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from ..claims import Measured, claim, select
+from ..bench import interleaved_medians, train_step_timer
 from ..config import DataConfig, EvalConfig, ModelConfig, PEConfig, TrainConfig, notebook, spec
 from ..data import Corpus, check_sizes, load_corpus
 from ..errors import ConfigError
@@ -43,6 +44,8 @@ class LMExtrapolationConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
     batch_tokens: int = spec(16384, ge=1, help="evaluation tokens per forward batch (memory bound)")
+    speed_rounds: int = spec(6, ge=0, help="interleaved rounds of the training-speed benchmark (0: none)")
+    speed_steps: int = spec(3, ge=1, help="training steps per encoding and round of the speed benchmark")
 
     def __post_init__(self) -> None:
         if self.model.mode != "decoder":
@@ -88,6 +91,23 @@ def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, name: str, progress: b
                          cfg.model, pe, cfg.data, progress=progress, desc=label(cfg, name))
 
 
+def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
+    """Training step time of every encoding, measured in interleaved rounds in one run (fresh models, one
+    batch of the training data, the trainer's own step): medians that share the machine's drift, unlike
+    the training logs, which were taken at different times (and, for cached models, in other sessions)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, y, _ = lm_batches(corpus.train, cfg.train.batch_size, cfg.train.seq_len)(0, torch.Generator().manual_seed(0))
+    x, y = x.to(device), y.to(device)
+    timers = {}
+    for name in cfg.encodings:
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model, pe_config(cfg, name)).to(device)
+        timers[label(cfg, name)] = train_step_timer(model, model.loss, x, y, compile=cfg.train.compile)
+    med = interleaved_medians(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2 + (2 if cfg.train.compile else 0))
+    return pd.DataFrame([{"experiment": "speed", "encoding": n, "step_time_s": t, "tokens_per_s": x.numel() / t,
+                          "rounds": cfg.speed_rounds, "steps_per_round": cfg.speed_steps} for n, t in med.items()])
+
+
 def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every encoding and evaluate it by length; one failed model never stops the others."""
     corpus = corpus or load_corpus(cfg.data)
@@ -117,6 +137,8 @@ def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool
                                      "wall_s": tr.wall_s, "steps": tr.steps,
                                      "final_loss": tr.losses[-1] if tr.losses else float("nan"),
                                      "params": model.num_params()}]))
+    if cfg.speed_rounds:
+        frames.append(speed_benchmark(cfg, corpus))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -135,13 +157,23 @@ def bpb_table(results: pd.DataFrame, protocol: str = "nonoverlapping") -> pd.Dat
     return ev.pivot_table(index="encoding", columns="length", values="bpb", sort=False)
 
 
+def training_speed(results: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Tokens/s per encoding and where they come from: the interleaved speed benchmark when it ran, else
+    the training logs (each model timed alone, at its own time)."""
+    for experiment, source in (("speed", "interleaved benchmark"), ("train", "training logs")):
+        rows = select(results, experiment=experiment)
+        if "tokens_per_s" in rows and rows["tokens_per_s"].notna().any():
+            return rows.set_index("encoding")["tokens_per_s"].dropna(), source
+    return pd.Series(dtype=float), "no data"
+
+
 def speed_table(results: pd.DataFrame) -> pd.DataFrame:
     """Training tokens/s per encoding, relative to sinusoidal, beside the paper's words/s ratios."""
-    tr = select(results, experiment="train").set_index("encoding")
-    if "tokens_per_s" not in tr:
+    tps, source = training_speed(results)
+    if tps.empty:
         return pd.DataFrame()
-    base = tr["tokens_per_s"].get("sinusoidal", float("nan"))
-    out = pd.DataFrame({"tokens_per_s": tr["tokens_per_s"], "relative_to_sinusoidal": tr["tokens_per_s"] / base})
+    base = tps.get("sinusoidal", float("nan"))
+    out = pd.DataFrame({"tokens_per_s": tps, "relative_to_sinusoidal": tps / base, "measured_by": source})
     out["paper_words_per_s"] = [PAPER_WPS.get(e, float("nan")) for e in out.index]
     out["paper_relative"] = out["paper_words_per_s"] / PAPER_WPS["sinusoidal"]
     return out
@@ -234,11 +266,11 @@ def _alibi_vs_sin(df: pd.DataFrame) -> Measured:
        paper_value="words/s: sinusoidal 28.5k, ALiBi 28.3k, rotary 20.0k, T5 14.4k",
        threshold="ALiBi tokens/s >= 0.9 x sinusoidal's and > T5's")
 def _speed(df: pd.DataFrame) -> Measured:
-    tr = select(df, experiment="train")
-    if "tokens_per_s" not in tr:
+    t, source = training_speed(df)
+    if t.empty:
         return Measured("no data", None)
-    t = tr.set_index("encoding")["tokens_per_s"]
     if not {"alibi", "sinusoidal", "t5"} <= set(t.index):
         return Measured("needs alibi, sinusoidal and t5", None)
     ok = t["alibi"] >= 0.9 * t["sinusoidal"] and t["alibi"] > t["t5"]
-    return Measured(f"tokens/s ALiBi {t['alibi']:.0f}, sinusoidal {t['sinusoidal']:.0f}, T5 {t['t5']:.0f}", bool(ok))
+    return Measured(f"tokens/s ALiBi {t['alibi']:.0f}, sinusoidal {t['sinusoidal']:.0f}, T5 {t['t5']:.0f} "
+                    f"(ALiBi / sinusoidal {t['alibi'] / t['sinusoidal']:.2f}; {source})", bool(ok))
