@@ -36,6 +36,21 @@ def test_exact_backends_equal_eager(backend, causal, with_bias):
     torch.testing.assert_close(BACKENDS[backend](q, k, v, bias=bias, causal=causal), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("bias_shape", [(H, T, T), (1, H, T, T), (T, T)])
+def test_sdpa_with_a_bias_runs_the_fused_cpu_kernel(causal, bias_shape):
+    """A bias reaches SDPA as a 4-D float mask: with fewer dims torch drops to its math kernel (materialized
+    scores, about 1.5x slower at T = 128), which the flash-only context below refuses."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (x.requires_grad_() for x in qkv())
+    bias = torch.randn(bias_shape)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        out = BACKENDS["sdpa"](q, k, v, bias=bias, causal=causal)
+        out.sum().backward()
+    torch.testing.assert_close(out, eager_attention(q, k, v, bias=bias, causal=causal), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS.names())
 def test_causal_with_fewer_queries_aligns_to_last_keys(backend):
     q, k, v = qkv(t=6, tk=10)

@@ -55,6 +55,8 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, 
     mask = bias.to(q.dtype)
     if causal:
         mask = mask.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+    while mask.dim() < 4:  # (H, Tq, Tk) -> (1, H, Tq, Tk): a mask of fewer dims sends SDPA to its math kernel
+        mask = mask.unsqueeze(0)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
