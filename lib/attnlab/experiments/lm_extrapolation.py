@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 import torch
 
-from ..claims import Measured, claim, select
 from ..bench import interleaved_medians, train_step_timer
+from ..claims import Measured, claim, select
 from ..config import DataConfig, EvalConfig, ModelConfig, PEConfig, TrainConfig, notebook, spec
 from ..data import Corpus, check_sizes, load_corpus
 from ..errors import ConfigError
