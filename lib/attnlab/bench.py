@@ -99,10 +99,6 @@ def train_step_timer(model: nn.Module, loss: Callable[..., torch.Tensor], x: tor
     return step
 
 
-def _step_timer(c: Contender, x: torch.Tensor, y: torch.Tensor, compile: bool = False) -> Callable[[], float]:
-    return train_step_timer(c.model, c.loss, x, y, compile)
-
-
 def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, steps_per_round: int,
                         warmup: int) -> dict[str, float]:
     """Median seconds per call of each timer, measured in interleaved rounds (every contender sees the
@@ -169,7 +165,7 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     ours = [v for n, v in init.items() if n.startswith("attnlab/")]
     if not all(v == v and abs(v) < 1e3 for v in init.values()) or max(ours) - min(ours) > 1.0:
         raise RuntimeError(f"sanity check failed before timing: initial losses {init}")
-    timers = {c.name: _step_timer(c, x, y, compile) for c in contenders}
+    timers = {c.name: train_step_timer(c.model, c.loss, x, y, compile) for c in contenders}
     # compiling: forward, backward and update graphs first
     med = interleaved_medians(timers, rounds, steps_per_round, warmup + (2 if compile else 0))
     tok = batch * seq
