@@ -159,3 +159,34 @@ def test_encoder_with_pad_id_ignores_padding(attention, pe):
         unmasked = build_model(replace(cfg, pad_id=-1), PEConfig(name=pe)).eval()
         unmasked.load_state_dict(m.state_dict())
         assert not torch.allclose(unmasked(padded)[:, :20], m(x), atol=1e-4)  # without pad_id the pads leak in
+
+
+def test_rotary_attention_equals_llama_split_half_rope():
+    """The model rotates q and k in RoFormer's interleaved pairs; read in the split-half layout (a fixed
+    permutation of each head's dimensions), its attention equals transformers' Llama RoPE attention."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    m = tiny("rope")
+    attn, t, h, d = m.blocks[0].attn, 12, 4, 8
+    x = torch.randn(2, t, 32)
+    pos = torch.arange(t)
+    with torch.no_grad():
+        out = attn(x, m.position_context(pos, t))
+        q, k, v = attn.qkv(x).view(2, t, 3, h, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D), interleaved
+        to_split = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # pairs (2i, 2i+1) -> (i, i + D/2)
+        r = m.pe.rotation(pos)
+        q, k = apply_rotary_pos_emb(q[..., to_split], k[..., to_split], r.cos[None], r.sin[None])
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v[..., to_split], is_causal=True)
+        ref = attn.out(y[..., torch.argsort(to_split)].transpose(1, 2).reshape(2, t, 32))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_activation_by_name():
+    from attnlab.config import ConfigError, load
+
+    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64, activation="relu"), PEConfig(name="none"))
+    assert isinstance(m.blocks[0].mlp[1], torch.nn.ReLU)
+    assert isinstance(build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64), PEConfig(name="none"))
+                      .blocks[0].mlp[1], torch.nn.GELU)
+    with pytest.raises(ConfigError, match=r"model.activation = 'swish'.*valid choices: gelu, relu"):
+        load("02_lm_length_extrapolation", "smoke", {"model.activation": "swish"})

@@ -154,34 +154,62 @@ def test_rotate_half():
     assert rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-3.0, -4.0, 1.0, 2.0]
 
 
+SPLIT_TO_PAIRS = torch.stack([torch.arange(4), torch.arange(4, 8)], dim=-1).flatten()  # [0, 4, 1, 5, ...]
+
+
 @pytest.mark.parametrize("name", ROTARY)
-def test_apply_rotation_is_the_textbook_formula_with_its_gradient(name):
-    """The fast path (roll, a signed sin table, a hand-written backward) equals autograd through
-    x * cos + rotate_half(x) * sin bit for bit, in value and gradient; gradcheck in float64."""
+def test_split_half_tables_repeat_each_frequency(name):
+    """The interleaved fast path reads one frequency per pair from the first half of each table."""
+    r = make(name).rotation(torch.arange(300))
+    for t in (r.cos, r.sin, r.q_scale, r.k_scale):
+        if t is not None:
+            assert torch.equal(t[:, :4], t[:, 4:])
+
+
+@pytest.mark.parametrize("name", ROTARY)
+@pytest.mark.parametrize("compiled_formula", [False, True])
+def test_rotate_qk_is_apply_rotation_in_the_interleaved_layout(name, compiled_formula, monkeypatch):
+    """rotate_qk on (B, T, 2, H, D) with pairs (x_2i, x_2i+1) equals the split-half textbook formula
+    x * cos + rotate_half(x) * sin (XPos scales included) after the fixed permutation of D; so does the
+    real-arithmetic form used under torch.compile."""
+    from attnlab.positional import pair_table, rotate_qk
+
     torch.manual_seed(0)
-    pe, pos = make(name), torch.arange(50)
-    r = pe.rotation(pos)
-    x = torch.randn(2, 4, 50, 8, requires_grad=True)
-    g = torch.randn(2, 4, 50, 8)
-    for which, scale in (("q", r.q_scale), ("k", r.k_scale)):
-        ref = x * r.cos + rotate_half(x) * r.sin
-        ref = ref if scale is None else ref * scale
-        out = apply_rotation(x, r, which)
-        assert torch.equal(out, ref)
-        (gx,), (gref,) = torch.autograd.grad(out, x, g), torch.autograd.grad(ref, x, g)
-        assert torch.equal(gx, gref)
-    r64 = type(r)(*(t.double() if t is not None else None for t in (r.cos, r.sin, r.q_scale, r.k_scale)))
-    x64 = torch.randn(1, 2, 50, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a: apply_rotation(a, r64, "q"), (x64,))
+    pos = torch.arange(50)
+    r = make(name).rotation(pos)
+    q, k = torch.randn(2, 3, 50, 8), torch.randn(2, 3, 50, 8)  # (B, H, T, D) split-half
+    qk = torch.stack([q, k], dim=2)[..., SPLIT_TO_PAIRS].permute(0, 3, 2, 1, 4)  # (B, T, 2, H, D) interleaved
+    if compiled_formula:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    out = rotate_qk(qk, pair_table(r))
+    ref_q, ref_k = apply_rotation(q, r, "q"), apply_rotation(k, r, "k")
+    torch.testing.assert_close(out[:, :, 0].transpose(1, 2), ref_q[..., SPLIT_TO_PAIRS])
+    torch.testing.assert_close(out[:, :, 1].transpose(1, 2), ref_k[..., SPLIT_TO_PAIRS])
 
 
-def test_apply_rotation_differentiates_learned_tables():
-    """Tables that require grad (a learned rotation) take autograd's path and receive their gradient."""
-    r = make("rope").rotation(torch.arange(10))
-    cos = r.cos.clone().requires_grad_()
-    out = apply_rotation(torch.randn(1, 1, 10, 8), type(r)(cos, r.sin), "q")
-    (gc,) = torch.autograd.grad(out.sum(), cos)
-    assert gc.abs().sum() > 0
+def test_rotate_qk_reads_strided_slices_and_keeps_the_dtype():
+    """The model passes q and k as a slice of the fused qkv projection; bf16 is rotated in float32."""
+    from attnlab.positional import pair_table, rotate_qk
+
+    table = pair_table(make("rope").rotation(torch.arange(6)))
+    qkv = torch.randn(2, 6, 3, 4, 8)
+    torch.testing.assert_close(rotate_qk(qkv[:, :, :2], table), rotate_qk(qkv[:, :, :2].contiguous(), table))
+    odd = torch.randn(2, 6, 3, 4, 9)[..., 1:]  # odd storage offset: no complex view; copied first
+    torch.testing.assert_close(rotate_qk(odd[:, :, :2], table), rotate_qk(odd[:, :, :2].contiguous(), table))
+    half = rotate_qk(qkv[:, :, :2].bfloat16(), table)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), rotate_qk(qkv[:, :, :2].bfloat16().float(), table), atol=0.02, rtol=0.02)
+
+
+def test_rotate_qk_gradients():
+    """gradcheck in float64, through x and through a learned (differentiable) table."""
+    from attnlab.positional import Rotation, pair_table, rotate_qk
+
+    r = make("xpos").rotation(torch.arange(5))
+    r64 = Rotation(*(t.double() for t in (r.cos, r.sin, r.q_scale, r.k_scale)))
+    x = torch.randn(2, 5, 2, 3, 8, dtype=torch.float64, requires_grad=True)
+    table = pair_table(r64).double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, t: rotate_qk(a, t.to(torch.float64)), (x, table))
 
 
 @pytest.mark.parametrize("heads", range(1, 65))

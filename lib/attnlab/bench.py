@@ -83,7 +83,7 @@ def train_step_timer(model: nn.Module, loss: Callable[..., torch.Tensor], x: tor
                      compile: bool = False) -> Callable[[], float]:
     """Seconds of one training step of `model` on (x, y): the trainer's own step (AdamW groups, clipping,
     compile), so a benchmark times what the notebooks run."""
-    tc = TrainConfig()
+    tc = TrainConfig(compile=compile)
     opt = make_optimizer(model, tc)
     model.train()
     train_step = TrainStep(loss, [p for p in model.parameters() if p.requires_grad], opt, tc.grad_clip,

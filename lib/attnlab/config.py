@@ -327,6 +327,12 @@ def _pe_names() -> list[str]:
     return ENCODINGS.names()
 
 
+def _activation_names() -> list[str]:
+    from .model import ACTIVATIONS
+
+    return ACTIVATIONS.names()
+
+
 def _attention_names() -> list[str]:
     from .attention import BACKENDS
     from .efficient import VARIANTS
@@ -364,6 +370,8 @@ class ModelConfig:
     n_layers: int = spec(4, ge=1)
     n_heads: int = spec(4, ge=1)
     d_ff: int = spec(512, ge=1)
+    activation: str = spec("gelu", choices=_activation_names,
+                           help="feed-forward activation (relu: Vaswani et al. and the ALiBi code base)")
     dropout: float = spec(0.0, ge=0.0, le=0.9)
     attention: str = spec("sdpa", choices=_attention_names, help="exact backend or efficient variant")
     tie_embeddings: bool = True

@@ -24,12 +24,13 @@ from .errors import ConfigError
 from .positional import (
     PEDims,
     PositionalEncoding,
-    Rotation,
-    apply_rotation,
     build_encoding,
     log_length_scale,
+    pair_table,
+    rotate_qk,
     score_mod_of,
 )
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class PositionContext:
     positions: Tensor  # (T,)
     bias: Tensor | None = None  # (H, T, T), or (T, T, D) relative keys when query_dependent
     query_dependent: bool = False
-    rotation: Rotation | None = None
+    rotation: Tensor | None = None  # (T, 2, 1, D/2, 2) turns of q and k (positional.pair_table)
     score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
     query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
@@ -81,9 +82,12 @@ class SelfAttention(nn.Module):
         b, t, d = x.shape
         if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
             return self.variant.mix(x)
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
-        if ctx.rotation is not None:
-            q, k = apply_rotation(q, ctx.rotation, "q"), apply_rotation(k, ctx.rotation, "k")
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
+        if ctx.rotation is not None:  # q and k in one pass; v as it is
+            q, k, v = (*rotate_qk(qkv[:, :, :2], ctx.rotation).unbind(2), qkv[:, :, 2])
+            q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # 3 x (B, H, T, D)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         scale = ctx.logit_scale / math.sqrt(self.head_dim)
         bias = ctx.bias
         if bias is not None and ctx.query_dependent:  # Shaw: q_i . a_ij, (B, H, T, T)
@@ -108,6 +112,13 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
+# ReLU: the feed-forward of Vaswani et al. (2017) and of the ALiBi code base (fairseq transformer_lm);
+# GELU (Hendrycks & Gimpel 2016): BERT and GPT-2
+ACTIVATIONS.register("relu")(nn.ReLU)
+ACTIVATIONS.register("gelu")(nn.GELU)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm Transformer block: x + attn(ln(x)); x + mlp(ln(x))."""
 
@@ -115,7 +126,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = SelfAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        act = ACTIVATIONS.get(cfg.activation, "model.activation")
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), act(), nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
@@ -187,7 +199,7 @@ class Transformer(nn.Module):
             return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
                                    logit_scale=logit_scale)
         if pe.kind == "rotary":
-            return PositionContext(positions, rotation=pe.rotation(positions), logit_scale=logit_scale)
+            return PositionContext(positions, rotation=pair_table(pe.rotation(positions)), logit_scale=logit_scale)
         return PositionContext(positions, logit_scale=logit_scale)
 
     def forward(self, tokens: Tensor, positions: Tensor | None = None, *, logit_scale: float = 1.0,

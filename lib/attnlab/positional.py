@@ -148,35 +148,38 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-class _Rotate(torch.autograd.Function):
-    """x * cos + roll(x, D/2) * signed_sin, with a backward of four passes over x instead of five (the
-    same products and sums as autograd's, so the same bits)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:  # noqa: ANN001
-        ctx.save_for_backward(cos, signed_sin)
-        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
-        cos, signed_sin = ctx.saved_tensors  # the adjoint of roll(., h) is roll(., -h)
-        h = g.shape[-1] // 2
-        return g * cos + g.roll(-h, dims=-1) * signed_sin.roll(-h, dims=-1), None, None
-
-
 def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
     """Rotate x (B, H, T, D) by position (RoFormer eq. 34, split-half layout); XPos scales q/k."""
-    cos, sin = rot.cos.to(x.dtype), rot.sin.to(x.dtype)
-    h = x.shape[-1] // 2
-    # rotate_half(x) * sin == roll(x, D/2) * (-sin_1, sin_2): the sign moves to the (T, D) table, so x is
-    # read by one roll instead of chunk, negate and cat
-    signed_sin = torch.cat((-sin[..., :h], sin[..., h:]), dim=-1)
-    if cos.requires_grad or signed_sin.requires_grad:  # learned tables: autograd's own backward
-        out = x * cos + x.roll(h, dims=-1) * signed_sin
-    else:
-        out = _Rotate.apply(x, cos, signed_sin)
+    out = x * rot.cos.to(x.dtype) + rotate_half(x) * rot.sin.to(x.dtype)
     scale = rot.q_scale if which == "q" else rot.k_scale
     return out if scale is None else out * scale.to(x.dtype)
+
+
+def pair_table(rot: Rotation) -> Tensor:
+    """The turns of q and k per (position, frequency) as (cos, sin) pairs, scales included: (T, 2, 1, D/2, 2),
+    q then k; split-half tables repeat each frequency in both halves, so the first half names it."""
+    h = rot.cos.shape[-1] // 2
+    cos, sin = rot.cos[:, :h].float(), rot.sin[:, :h].float()  # (T, D/2)
+    turns = [torch.stack((cos, sin), dim=-1) if s is None else torch.stack((cos, sin), dim=-1) * s[:, :h, None].float()
+             for s in (rot.q_scale, rot.k_scale)]
+    return torch.stack(turns, dim=1)[:, :, None]  # (T, 2, 1, D/2, 2)
+
+
+def rotate_qk(qk: Tensor, table: Tensor) -> Tensor:
+    """Rotate q and k together, qk (B, T, 2, H, D), by `pair_table` in the interleaved layout of RoFormer
+    eq. 34: pairs (x_2i, x_2i+1) as complex numbers (as Meta's LLaMA code does), one complex product each.
+    The same map as `apply_rotation` after a fixed permutation of the D dimensions (split-half <->
+    interleaved); computed in at least float32, returned in qk's dtype."""
+    pairs = qk.to(torch.promote_types(qk.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (B, T, 2, H, D/2, 2)
+    table = table.to(pairs.dtype)
+    if torch.compiler.is_compiling():  # inductor generates no code for complex products: the same in reals
+        re, im = pairs.unbind(-1)
+        c, s = table.unbind(-1)
+        return torch.stack((re * c - im * s, re * s + im * c), dim=-1).flatten(-2).to(qk.dtype)
+    if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
+        pairs = pairs.contiguous()
+    out = torch.view_as_complex(pairs) * torch.view_as_complex(table.contiguous())
+    return torch.view_as_real(out).flatten(-2).to(qk.dtype)  # (B, T, 2, H, D)
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> Tensor:
@@ -548,6 +551,7 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "rope_inv_freq",
+    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table",
+    "rotate_qk", "rope_inv_freq",
     "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn", "ScoreMod",
 ]
