@@ -190,3 +190,21 @@ def test_activation_by_name():
                       .blocks[0].mlp[1], torch.nn.GELU)
     with pytest.raises(ConfigError, match=r"model.activation = 'swish'.*valid choices: gelu, relu"):
         load("02_lm_length_extrapolation", "smoke", {"model.activation": "swish"})
+
+
+def test_rotary_tables_must_pair_frequencies(monkeypatch):
+    """A rotary encoding whose tables differ between the halves of the head dimension cannot be rotated in
+    pairs: a ConfigError naming it when the model is built, not a silently different rotation."""
+    from attnlab.config import ConfigError
+    from attnlab.positional import ENCODINGS, Rotation
+
+    rope = ENCODINGS.get("rope")
+    orig = rope.rotation
+
+    def skewed(self, positions):
+        r = orig(self, positions)
+        return Rotation(r.cos, r.sin * torch.linspace(0.5, 1.5, r.sin.shape[-1]))
+
+    monkeypatch.setattr(rope, "rotation", skewed)
+    with pytest.raises(ConfigError, match="pe.name = 'rope'.*sin table differs"):
+        tiny("rope")

@@ -25,6 +25,7 @@ from .positional import (
     PEDims,
     PositionalEncoding,
     build_encoding,
+    check_pairs,
     log_length_scale,
     pair_table,
     rotate_qk,
@@ -148,6 +149,9 @@ class Transformer(nn.Module):
         if variant is not None and self.pe.kind not in variant.accepts:
             raise ConfigError(f"model.attention = {cfg.attention!r} cannot carry a {self.pe.kind} encoding "
                               f"(pe.name = {pe.name!r}); it accepts: {', '.join(variant.accepts)}")
+        if self.pe.kind == "rotary":  # the attention rotates pairs: one frequency per pair of dimensions
+            with torch.no_grad():
+                check_pairs(self.pe.rotation(torch.arange(16)), pe.name)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

@@ -42,7 +42,8 @@ class PEDims:
 
 @dataclass(frozen=True)
 class Rotation:
-    """What rotates q and k: split-half cos/sin tables (T, D) and optional XPos scales (T, D)."""
+    """What rotates q and k: split-half cos/sin tables (T, D) and optional XPos scales (T, D); each
+    frequency fills position i and i + D/2 (the model rotates pairs, `pair_table`, from the first half)."""
 
     cos: Tensor
     sin: Tensor
@@ -163,6 +164,16 @@ def pair_table(rot: Rotation) -> Tensor:
     turns = [torch.stack((cos, sin), dim=-1) if s is None else torch.stack((cos, sin), dim=-1) * s[:, :h, None].float()
              for s in (rot.q_scale, rot.k_scale)]
     return torch.stack(turns, dim=1)[:, :, None]  # (T, 2, 1, D/2, 2)
+
+
+def check_pairs(rot: Rotation, name: str) -> None:
+    """ConfigError unless every table of `rot` repeats each frequency in both halves (what the model's
+    paired rotation reads); checked once when a model is built."""
+    h = rot.cos.shape[-1] // 2
+    for field, t in (("cos", rot.cos), ("sin", rot.sin), ("q_scale", rot.q_scale), ("k_scale", rot.k_scale)):
+        if t is not None and not torch.equal(t[..., :h], t[..., h:]):
+            raise ConfigError(f"pe.name = {name!r}: its rotation's {field} table differs between the two halves "
+                              f"of the head dimension; rotary tables hold each frequency at i and i + D/2")
 
 
 def rotate_qk(qk: Tensor, table: Tensor) -> Tensor:
@@ -551,7 +562,7 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table",
+    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table", "check_pairs",
     "rotate_qk", "rope_inv_freq",
     "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn", "ScoreMod",
 ]
