@@ -319,3 +319,22 @@ def test_kerple_power_variant_and_positivity():
     assert torch.all(b <= 0) and torch.all(b.diagonal(dim1=1, dim2=2) == 0)
     b.sum().backward()
     assert pe.p.grad is not None and pe.a.grad is not None
+
+
+def test_rotate_qkv_equals_rotate_qk_with_v_passed_through():
+    """The one-buffer autograd function (float32 eager) gives the same bits as composing rotate_qk with
+    v, in value and in gradient; float64 (the composed path) passes gradcheck."""
+    from attnlab.positional import pair_table, rotate_qk, rotate_qkv
+
+    torch.manual_seed(0)
+    table = pair_table(make("xpos").rotation(torch.arange(10)))
+    qkv = torch.randn(2, 10, 3, 4, 8, requires_grad=True)
+    g = torch.randn(2, 10, 3, 4, 8)
+    out = rotate_qkv(qkv, table)
+    ref = torch.cat([rotate_qk(qkv[:, :, :2], table), qkv[:, :, 2:]], dim=2)
+    assert out.grad_fn is not None and type(out.grad_fn).__name__ != type(ref.grad_fn).__name__  # the fast path
+    assert torch.equal(out, ref)
+    (ga,), (gb,) = torch.autograd.grad(out, qkv, g), torch.autograd.grad(ref, qkv, g)
+    assert torch.equal(ga, gb)
+    x64 = torch.randn(1, 10, 3, 2, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: rotate_qkv(a, table), (x64,))

@@ -28,7 +28,7 @@ from .positional import (
     check_pairs,
     log_length_scale,
     pair_table,
-    rotate_qk,
+    rotate_qkv,
     score_mod_of,
 )
 from .registry import Registry
@@ -84,11 +84,9 @@ class SelfAttention(nn.Module):
         if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
             return self.variant.mix(x)
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
-        if ctx.rotation is not None:  # q and k in one pass; v as it is
-            q, k, v = (*rotate_qk(qkv[:, :, :2], ctx.rotation).unbind(2), qkv[:, :, 2])
-            q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # 3 x (B, H, T, D)
-        else:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        if ctx.rotation is not None:  # q and k turned in one pass, v as it is
+            qkv = rotate_qkv(qkv, ctx.rotation)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         scale = ctx.logit_scale / math.sqrt(self.head_dim)
         bias = ctx.bias
         if bias is not None and ctx.query_dependent:  # Shaw: q_i . a_ij, (B, H, T, T)

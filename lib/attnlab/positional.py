@@ -181,16 +181,56 @@ def rotate_qk(qk: Tensor, table: Tensor) -> Tensor:
     eq. 34: pairs (x_2i, x_2i+1) as complex numbers (as Meta's LLaMA code does), one complex product each.
     The same map as `apply_rotation` after a fixed permutation of the D dimensions (split-half <->
     interleaved); computed in at least float32, returned in qk's dtype."""
-    pairs = qk.to(torch.promote_types(qk.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (B, T, 2, H, D/2, 2)
-    table = table.to(pairs.dtype)
+    x = qk.to(torch.promote_types(qk.dtype, torch.float32))
+    table = table.to(x.dtype)
     if torch.compiler.is_compiling():  # inductor generates no code for complex products: the same in reals
-        re, im = pairs.unbind(-1)
+        re, im = x.unflatten(-1, (-1, 2)).unbind(-1)  # 2 x (B, T, 2, H, D/2)
         c, s = table.unbind(-1)
         return torch.stack((re * c - im * s, re * s + im * c), dim=-1).flatten(-2).to(qk.dtype)
+    out = _complex_pairs(x) * torch.view_as_complex(table.contiguous())  # (B, T, 2, H, D/2) complex
+    return torch.view_as_real(out).flatten(-2).to(qk.dtype)  # (B, T, 2, H, D)
+
+
+def _complex_pairs(x: Tensor) -> Tensor:
+    """x (..., D) as D/2 complex numbers (x_2i + i x_2i+1): a view where the strides allow, else a copy."""
+    pairs = x.unflatten(-1, (-1, 2))
     if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
         pairs = pairs.contiguous()
-    out = torch.view_as_complex(pairs) * torch.view_as_complex(table.contiguous())
-    return torch.view_as_real(out).flatten(-2).to(qk.dtype)  # (B, T, 2, H, D)
+    return torch.view_as_complex(pairs)
+
+
+def _turn_qk(qkv: Tensor, turns: Tensor) -> Tensor:
+    """A new (B, T, 3, H, D) buffer: q and k of `qkv` times the complex `turns`, v copied."""
+    out = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
+    torch.mul(_complex_pairs(qkv[:, :, :2]), turns, out=torch.view_as_complex(out[:, :, :2].unflatten(-1, (-1, 2))))
+    out[:, :, 2] = qkv[:, :, 2]
+    return out
+
+
+class _RotateQKV(torch.autograd.Function):
+    """rotate_qk on the q and k of a fused projection with v passed through, in one buffer; the backward
+    writes one gradient buffer (autograd's slices of qkv would zero-fill two and sum them)."""
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, table: Tensor) -> Tensor:  # noqa: ANN001
+        turns = torch.view_as_complex(table.contiguous())  # (T, 2, 1, D/2)
+        ctx.save_for_backward(turns)
+        return _turn_qk(qkv, turns)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (turns,) = ctx.saved_tensors
+        return _turn_qk(g, turns.conj()), None  # the adjoint of a product by z is a product by conj(z)
+
+
+def rotate_qkv(qkv: Tensor, table: Tensor) -> Tensor:
+    """q and k of a fused projection qkv (B, T, 3, H, D) rotated by `pair_table` (RoFormer eq. 34, pairs as
+    `rotate_qk`), v unchanged: (B, T, 3, H, D). Float32 eager training takes one buffer each way;
+    other dtypes, learned tables and torch.compile compose `rotate_qk` (the same values)."""
+    if (qkv.dtype == table.dtype == torch.float32 and not table.requires_grad
+            and not torch.compiler.is_compiling()):
+        return _RotateQKV.apply(qkv, table)
+    return torch.cat([rotate_qk(qkv[:, :, :2], table), qkv[:, :, 2:]], dim=2)
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> Tensor:
@@ -562,7 +602,7 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table", "check_pairs",
+    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table", "check_pairs", "rotate_qkv",
     "rotate_qk", "rope_inv_freq",
     "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn", "ScoreMod",
 ]
