@@ -160,9 +160,8 @@ def pair_table(rot: Rotation) -> Tensor:
     """The turns of q and k per (position, frequency) as (cos, sin) pairs, scales included: (T, 2, 1, D/2, 2),
     q then k; split-half tables repeat each frequency in both halves, so the first half names it."""
     h = rot.cos.shape[-1] // 2
-    cos, sin = rot.cos[:, :h].float(), rot.sin[:, :h].float()  # (T, D/2)
-    turns = [torch.stack((cos, sin), dim=-1) if s is None else torch.stack((cos, sin), dim=-1) * s[:, :h, None].float()
-             for s in (rot.q_scale, rot.k_scale)]
+    turn = torch.stack((rot.cos[:, :h].float(), rot.sin[:, :h].float()), dim=-1)  # (T, D/2, 2)
+    turns = [turn if s is None else turn * s[:, :h, None].float() for s in (rot.q_scale, rot.k_scale)]
     return torch.stack(turns, dim=1)[:, :, None]  # (T, 2, 1, D/2, 2)
 
 
@@ -602,7 +601,7 @@ def sinusoidal_table(positions: Tensor, d_model: int) -> Tensor:
 
 __all__ = [
     "ENCODINGS", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table", "check_pairs", "rotate_qkv",
-    "rotate_qk", "rope_inv_freq",
+    "build_encoding", "alibi_slopes", "t5_relative_bucket", "rotate_half", "apply_rotation", "pair_table",
+    "check_pairs", "rotate_qk", "rotate_qkv", "rope_inv_freq",
     "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn", "ScoreMod",
 ]

@@ -72,7 +72,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = not cfg.compile and bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    fused = (not cfg.compile and bool(params)
+             and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused or None)
 
 
