@@ -82,12 +82,13 @@ def llama_like(cfg: ModelConfig) -> nn.Module:
 def train_step_timer(model: nn.Module, loss: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                      compile: bool = False) -> Callable[[], float]:
     """Seconds of one training step of `model` on (x, y): the trainer's own step (AdamW groups, clipping,
-    compile), so a benchmark times what the notebooks run."""
+    compile), so a benchmark times what the notebooks run. Compiled, its graphs (forward, backward,
+    update) are built here, before any timing."""
     tc = TrainConfig(compile=compile)
     opt = make_optimizer(model, tc)
     model.train()
     train_step = TrainStep(loss, [p for p in model.parameters() if p.requires_grad], opt, tc.grad_clip,
-                           compile=compile)
+                           compile=tc.compile)
 
     def step() -> float:
         t = time.perf_counter()
@@ -96,6 +97,8 @@ def train_step_timer(model: nn.Module, loss: Callable[..., torch.Tensor], x: tor
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
+    for _ in range(2 if compile else 0):
+        step()
     return step
 
 
@@ -166,8 +169,7 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     if not all(v == v and abs(v) < 1e3 for v in init.values()) or max(ours) - min(ours) > 1.0:
         raise RuntimeError(f"sanity check failed before timing: initial losses {init}")
     timers = {c.name: train_step_timer(c.model, c.loss, x, y, compile) for c in contenders}
-    # compiling: forward, backward and update graphs first
-    med = interleaved_medians(timers, rounds, steps_per_round, warmup + (2 if compile else 0))
+    med = interleaved_medians(timers, rounds, steps_per_round, warmup)
     tok = batch * seq
     peak = matmul_peak_flops(device=device)
     ours = contenders[0].model

@@ -103,7 +103,7 @@ def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, pe_config(cfg, name)).to(device)
         timers[label(cfg, name)] = train_step_timer(model, model.loss, x, y, compile=cfg.train.compile)
-    med = interleaved_medians(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2 + (2 if cfg.train.compile else 0))
+    med = interleaved_medians(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2)
     return pd.DataFrame([{"experiment": "speed", "encoding": n, "step_time_s": t, "tokens_per_s": x.numel() / t,
                           "rounds": cfg.speed_rounds, "steps_per_round": cfg.speed_steps} for n, t in med.items()])
 
