@@ -21,6 +21,7 @@ from .attention import BACKENDS, attention_backend, mask_padding, materialize_sc
 from .config import ModelConfig, PEConfig
 from .efficient import build_variant
 from .errors import ConfigError
+from .fused import fused_qkv_applies, fused_qkv_attention
 from .positional import (
     PEDims,
     PositionalEncoding,
@@ -64,6 +65,13 @@ class SelfAttention(nn.Module):
             k=cfg.linformer_k, features=cfg.features, factor=cfg.probsparse_factor)
 
     record: list[Tensor] | None = None  # set to a list to record the mean attention entropy per query
+    fused: bool = True  # False: always the composed path (the reference of the fused one)
+
+    def _fused_applies(self, qkv: Tensor, ctx: PositionContext) -> bool:
+        """The sdpa backend with nothing but (optional) rotation, causality and a scale: `fused.py`."""
+        return (self.fused and self.backend_name == "sdpa" and self.record is None and ctx.bias is None
+                and ctx.score_mod is None and ctx.query_mod is None and ctx.key_padding is None
+                and fused_qkv_applies(qkv, ctx.rotation))
 
     def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float,
                  score_mod: Callable | None = None) -> Tensor:
@@ -84,6 +92,9 @@ class SelfAttention(nn.Module):
         if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
             return self.variant.mix(x)
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
+        if self._fused_applies(qkv, ctx):  # CPU flash kernel on views of qkv, one gradient buffer back
+            y = fused_qkv_attention(qkv, ctx.rotation, ctx.logit_scale / math.sqrt(self.head_dim), self.causal)
+            return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, H, T, D) -> (B, T, d)
         if ctx.rotation is not None:  # q and k turned in one pass, v as it is
             qkv = rotate_qkv(qkv, ctx.rotation)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)

@@ -1,0 +1,107 @@
+"""The CPU fast path of the exact attention (fused.py) against the composed path and the eager reference."""
+
+import math
+
+import pytest
+import torch
+
+import attnlab.model as model_mod
+from attnlab.attention import eager_attention
+from attnlab.config import ModelConfig, PEConfig
+from attnlab.fused import fused_qkv_applies, fused_qkv_attention
+from attnlab.model import SelfAttention, build_model
+from attnlab.positional import PEDims, apply_rotation, build_encoding, pair_table
+
+# pairs (x_2i, x_2i+1) of the interleaved layout -> (i, i + D/2) of the split-half layout
+D = 8
+TO_SPLIT = torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)])
+
+
+def grads_of(m, x, y):
+    loss = m.loss(x, y)
+    loss.backward()
+    out = loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("pe", ["rope", "xpos", "none", "sinusoidal", "learned", "yarn"])
+@pytest.mark.parametrize("mode", ["decoder", "encoder"])
+def test_fused_path_gives_the_composed_paths_bits(pe, mode, monkeypatch):
+    """Training through the fast path: the same loss and every gradient to the bit as the composed path
+    (rotate_qkv, permute, F.scaled_dot_product_attention), which picks the same CPU kernel. (Bits need
+    the same vectorization of the complex products: head_dim 32, as in every profile; at head_dim 8 a
+    short loop rounds differently, within float tolerance -- the eager-reference test below.)"""
+    torch.manual_seed(0)
+    cfg = ModelConfig(mode=mode, d_model=64, n_layers=2, n_heads=2, d_ff=64, attention="sdpa")
+    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32)).train()
+    x, y = torch.randint(0, 256, (3, 24)), torch.randint(0, 256, (3, 24))
+    calls = []
+    real = model_mod.fused_qkv_attention
+    monkeypatch.setattr(model_mod, "fused_qkv_attention", lambda *a: calls.append(1) or real(*a))
+    fast = grads_of(m, x, y)
+    assert len(calls) == cfg.n_layers  # the fast path ran, once per layer
+    monkeypatch.setattr(SelfAttention, "fused", False)
+    ref = grads_of(m, x, y)
+    assert len(calls) == cfg.n_layers
+    assert torch.equal(fast[0], ref[0])
+    assert fast[1].keys() == ref[1].keys()
+    for n in ref[1]:
+        assert torch.equal(fast[1][n], ref[1][n]), n
+
+
+@pytest.mark.parametrize("pe", ["rope", "xpos", None])
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_attention_equals_eager_reference(pe, causal):
+    """Value and gradients equal the materialized softmax attention of the split-half rotated q, k."""
+    torch.manual_seed(0)
+    b, t, h = 2, 20, 3
+    qkv = torch.randn(b, t, 3, h, D, requires_grad=True)  # pairs interleaved
+    scale = 0.7 / math.sqrt(D)
+    table, rot = None, None
+    if pe is not None:
+        rot = build_encoding(PEConfig(name=pe), PEDims(h * D, h, D, causal=causal)).rotation(torch.arange(t))
+        table = pair_table(rot)
+    out = fused_qkv_attention(qkv, table, scale, causal)  # (B, H, T, D)
+    q, k, v = qkv[..., TO_SPLIT].permute(2, 0, 3, 1, 4)  # split-half layout
+    if rot is not None:
+        q, k = apply_rotation(q, rot, "q"), apply_rotation(k, rot, "k")
+    ref = eager_attention(q, k, v, causal=causal, scale=scale)[..., torch.argsort(TO_SPLIT)]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    (ga,), (gb,) = torch.autograd.grad(out, qkv, g), torch.autograd.grad(ref, qkv, g)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_path_is_only_taken_where_it_applies(monkeypatch):
+    """float64, bf16, a learned (differentiable) table and torch.compile take the composed path; calling
+    the fast path outside its domain is an error, not a silently different computation."""
+    table = pair_table(build_encoding(PEConfig(name="rope"), PEDims(32, 4, D)).rotation(torch.arange(6)))
+    qkv = torch.randn(1, 6, 3, 4, D)
+    assert fused_qkv_applies(qkv, table) and fused_qkv_applies(qkv, None)
+    assert not fused_qkv_applies(qkv.double(), None)
+    assert not fused_qkv_applies(qkv.bfloat16(), None)
+    assert not fused_qkv_applies(qkv, table.clone().requires_grad_())
+    with pytest.raises(ValueError, match="float32 CPU"):
+        fused_qkv_attention(qkv.double(), None, 1.0, True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not fused_qkv_applies(qkv, table)
+
+
+@pytest.mark.parametrize("what", ["bias", "eager", "record", "padding"])
+def test_fused_path_skipped_for_biases_backends_records_and_padding(what, monkeypatch):
+    """A bias encoding, another backend, an entropy record or padding keys: the composed path."""
+    calls = []
+    monkeypatch.setattr(model_mod, "fused_qkv_attention", lambda *a: calls.append(1))
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64, attention="eager" if what == "eager" else "sdpa",
+                      pad_id=0 if what == "padding" else -1)
+    m = build_model(cfg, PEConfig(name="alibi" if what == "bias" else "rope"))
+    if what == "record":
+        m.blocks[0].attn.record = []
+    x = torch.randint(1, 256, (2, 10))
+    if what == "padding":
+        x[0, :3] = 0
+    with torch.no_grad():
+        m(x, torch.arange(10))
+    assert calls == []
