@@ -115,6 +115,7 @@ def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
     b = r["breakdown_attnlab_rope"]
     assert set(r["contenders"]) == {"attnlab/rope", "attnlab/none", "attnlab/alibi", "attnlab/t5", "transformers/llama"}
     assert 0 < r["mfu_attnlab_rope"] < 1 and r["ratio_attnlab_rope_vs_llama"] > 0
+    assert r["matmul_peak_gflops"] > 0 and r["matmul_peak_n"] == 2048  # timed in the rounds, not a contender
     assert b["matmul_s_per_step"] > 0 and b["other_s_per_step"] > 0
     assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
     assert "operator time: matmul" in format_train(r)
