@@ -119,3 +119,41 @@ def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
     assert b["matmul_s_per_step"] > 0 and b["other_s_per_step"] > 0
     assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
     assert "operator time: matmul" in format_train(r)
+
+
+def test_bench_ablation_smoke_reports_each_part_against_the_full_step():
+    from attnlab.bench import ABLATIONS, bench_ablation, format_ablation, main
+
+    r = bench_ablation(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
+    assert set(r["parts"]) == set(ABLATIONS) and r["full_step_s"] > 0
+    for v in r["parts"].values():
+        assert v["step_without_s"] > 0
+        assert v["cost_s"] == pytest.approx(r["full_step_s"] - v["step_without_s"])
+    assert "attention kernel" in format_ablation(r)
+    with pytest.raises(ConfigError, match=r"--size = 'huge': unknown; valid choices: smoke, cpu, gpu"):
+        main("ablate", ["--size", "huge"])
+
+
+def test_ablations_leave_out_what_they_name():
+    """Each ablated model still trains (finite loss and gradients) and lacks exactly its part."""
+    from attnlab.bench import ABLATIONS, SIZES
+    from attnlab.config import PEConfig
+    from attnlab.model import build_model
+
+    x = torch.randint(0, 256, (2, 16))
+    for name, (pe, edit) in ABLATIONS.items():
+        m = build_model(SIZES["smoke"], PEConfig(name=pe))
+        if edit is not None:
+            edit(m)
+        loss = m.loss(x, x)
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+        blk = m.blocks[0]
+        if name == "attention kernel":
+            assert blk.attn.backend(*(torch.full((1, 1, 2, 2), float(i)) for i in range(3))).eq(2).all()
+        elif name == "activation":
+            assert isinstance(blk.mlp[1], torch.nn.Identity)
+        elif name == "feed-forward":
+            assert isinstance(blk.mlp, torch.nn.Identity)
+        else:
+            assert m.pe.kind == "none"

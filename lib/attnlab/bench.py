@@ -228,6 +228,82 @@ def format_train(r: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _pass_v(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: object) -> torch.Tensor:
+    return v  # (B, H, T, D): the attention kernel left out, q, k and v still computed
+
+
+def _without_attention_kernel(m: nn.Module) -> None:
+    for b in m.blocks:  # type: ignore[union-attr]
+        b.attn.fused, b.attn.backend = False, _pass_v
+
+
+def _without_activation(m: nn.Module) -> None:
+    for b in m.blocks:  # type: ignore[union-attr]
+        b.mlp[1] = nn.Identity()
+
+
+def _without_feed_forward(m: nn.Module) -> None:
+    for b in m.blocks:  # type: ignore[union-attr]
+        b.mlp = nn.Identity()
+
+
+# what each ablation leaves out of the RoPE model: (encoding, edit of the built model)
+ABLATIONS: dict[str, tuple[str, Callable[[nn.Module], None] | None]] = {
+    "attention kernel": ("rope", _without_attention_kernel),
+    "activation": ("rope", _without_activation),
+    "rotation": ("none", None),
+    "feed-forward": ("rope", _without_feed_forward),
+}
+
+
+def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int = 12, steps_per_round: int = 4,
+                   warmup: int = 3) -> dict[str, object]:
+    """In-situ cost of each part of a training step: the RoPE model's step against the same step with one
+    part left out (ABLATIONS), interleaved; the differences of medians, in seconds and as shares of the
+    step. Unlike a profiler's per-operator times, these include what a part costs the others (caches,
+    memory traffic) and no instrumentation."""
+    cfg = SIZES[size]
+    torch.manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (batch, seq))
+    y = torch.randint(0, cfg.vocab_size, (batch, seq))
+    models = {"full": build_model(cfg, PEConfig(name="rope"))}
+    for name, (pe, edit) in ABLATIONS.items():
+        models[name] = build_model(cfg, PEConfig(name=pe))
+        if edit is not None:
+            edit(models[name])
+    timers = {n: train_step_timer(m, lambda a, b, m=m: m.loss(a, b), x, y) for n, m in models.items()}
+    med = interleaved_medians(timers, rounds, steps_per_round, warmup)
+    full = med.pop("full")
+    return {"size": size, "batch": batch, "seq_len": seq, "threads": torch.get_num_threads(), "rounds": rounds,
+            "steps_per_round": steps_per_round, "full_step_s": full,
+            "parts": {n: {"step_without_s": t, "cost_s": full - t, "share": (full - t) / full} for n, t in med.items()}}
+
+
+def format_ablation(r: dict[str, object]) -> str:
+    lines = [f"bench ablate: size {r['size']}, batch {r['batch']} x {r['seq_len']}, {r['threads']} threads, "
+             f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians); RoPE step "
+             f"{r['full_step_s'] * 1e3:.1f} ms"]  # type: ignore[operator]
+    for n, v in r["parts"].items():  # type: ignore[union-attr]
+        lines.append(f"  {n:18s} step without it {v['step_without_s'] * 1e3:7.1f} ms -> costs "
+                     f"{v['cost_s'] * 1e3:6.1f} ms ({100 * v['share']:4.1f}% of the step)")
+    return "\n".join(lines)
+
+
+def _ablate_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
+    ap = argparse.ArgumentParser(prog="attnlab bench ablate")
+    ap.add_argument("--size", default="cpu", help=f"model size: {', '.join(SIZES)}")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--steps-per-round", type=int, default=4)
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    a = ap.parse_args(argv)
+    _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
+    _check_size_name(a.size)
+    r = bench_ablation(a.size, a.batch, a.seq, a.rounds, a.steps_per_round)
+    return format_ablation(r), {"json": a.json, "data": r}
+
+
 def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
     ap = argparse.ArgumentParser(prog="attnlab bench train")
     ap.add_argument("--size", default="cpu", help=f"model size: {', '.join(SIZES)}")
@@ -239,10 +315,7 @@ def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args(argv)
     _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
-    if a.size not in SIZES:
-        from .errors import ConfigError
-
-        raise ConfigError(f"--size = {a.size!r}: unknown; valid choices: {', '.join(SIZES)}")
+    _check_size_name(a.size)
     r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round,
                     compile=a.compile)
     return format_train(r), {"json": a.json, "data": r}
@@ -275,6 +348,13 @@ def _attention_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
     return text, {"json": a.json, "data": df.to_dict("records")}
 
 
+def _check_size_name(size: str) -> None:
+    from .errors import ConfigError
+
+    if size not in SIZES:
+        raise ConfigError(f"--size = {size!r}: unknown; valid choices: {', '.join(SIZES)}")
+
+
 def _check_sizes(a: argparse.Namespace, names: tuple[str, ...]) -> None:
     from .errors import ConfigError
 
@@ -283,11 +363,11 @@ def _check_sizes(a: argparse.Namespace, names: tuple[str, ...]) -> None:
             raise ConfigError(f"--{k.replace('_', '-')} = {getattr(a, k)}: must be >= 1")
 
 
-BENCHES = {"train": _train_cli, "attention": _attention_cli}
+BENCHES = {"train": _train_cli, "ablate": _ablate_cli, "attention": _attention_cli}
 
 
 def main(what: str, argv: list[str]) -> int:
-    """`attnlab bench train|attention [options]`."""
+    """`attnlab bench train|ablate|attention [options]`."""
     from .errors import ConfigError
 
     if what not in BENCHES:
@@ -299,7 +379,7 @@ def main(what: str, argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["bench_train", "interleaved_medians", "train_step_timer", "matmul_peak_flops", "matmul_timer", "train_flops_per_token", "llama_like", "main"]
+__all__ = ["bench_train", "bench_ablation", "interleaved_medians", "train_step_timer", "matmul_peak_flops", "matmul_timer", "train_flops_per_token", "llama_like", "main"]
 
 
 # ----------------------------------------------------------------------------- attention

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the report of a run folder")
     rep.add_argument("dir")
     rep.set_defaults(fn=_cmd_report)
-    b = sub.add_parser("bench", help="benchmarks (train | attention)")
+    b = sub.add_parser("bench", help="benchmarks (train | ablate | attention)")
     b.add_argument("what")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=_cmd_bench)
