@@ -289,33 +289,35 @@ def format_ablation(r: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _ablate_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
-    ap = argparse.ArgumentParser(prog="attnlab bench ablate")
+def _step_args(prog: str, rounds: int, steps_per_round: int) -> argparse.ArgumentParser:
+    """Options of the benchmarks that time training steps of a profile's model size."""
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--size", default="cpu", help=f"model size: {', '.join(SIZES)}")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--steps-per-round", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--steps-per-round", type=int, default=steps_per_round)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    return ap
+
+
+def _parse_step_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     a = ap.parse_args(argv)
     _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
     _check_size_name(a.size)
+    return a
+
+
+def _ablate_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
+    a = _parse_step_args(_step_args("attnlab bench ablate", rounds=12, steps_per_round=4), argv)
     r = bench_ablation(a.size, a.batch, a.seq, a.rounds, a.steps_per_round)
     return format_ablation(r), {"json": a.json, "data": r}
 
 
 def _train_cli(argv: list[str]) -> tuple[str, dict[str, object]]:
-    ap = argparse.ArgumentParser(prog="attnlab bench train")
-    ap.add_argument("--size", default="cpu", help=f"model size: {', '.join(SIZES)}")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--steps-per-round", type=int, default=5)
+    ap = _step_args("attnlab bench train", rounds=6, steps_per_round=5)
     ap.add_argument("--compile", action="store_true", help="torch.compile every contender's loss and update alike")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    a = ap.parse_args(argv)
-    _check_sizes(a, ("batch", "seq", "rounds", "steps_per_round"))
-    _check_size_name(a.size)
+    a = _parse_step_args(ap, argv)
     r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round,
                     compile=a.compile)
     return format_train(r), {"json": a.json, "data": r}
