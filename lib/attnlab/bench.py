@@ -50,14 +50,6 @@ def matmul_timer(n: int = 2048, device: str = "cpu", dtype: torch.dtype = torch.
     return product
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 20, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """Measured dense matmul throughput (FLOP/s): median of `repeats` n x n x n products after 3 warm-ups.
-    n = 2048 saturates the GEMM on 2 CPU cores (n = 1024 reads ~6% lower)."""
-    product = matmul_timer(n, device, dtype)
-    times = [product() for _ in range(repeats + 3)][3:]
-    return 2 * n**3 / statistics.median(times)
-
-
 def train_flops_per_token(n_matmul_params: int, n_layers: int, d_model: int, seq_len: int) -> float:
     """PaLM (Chowdhery et al. 2022, App. B): 6N + 12 * L * d * T FLOPs per trained token."""
     return 6 * n_matmul_params + 12 * n_layers * d_model * seq_len
@@ -125,7 +117,7 @@ def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, ste
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-PEAK, PEAK_N = "matmul peak", 2048  # the dense product timed beside the training steps
+PEAK, PEAK_N = "matmul peak", 2048  # the dense product timed beside the steps (1024^3 reads ~6% lower)
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
 
 
@@ -381,7 +373,7 @@ def main(what: str, argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["bench_train", "bench_ablation", "interleaved_medians", "train_step_timer", "matmul_peak_flops", "matmul_timer", "train_flops_per_token", "llama_like", "main"]
+__all__ = ["bench_train", "bench_ablation", "interleaved_medians", "train_step_timer", "matmul_timer", "train_flops_per_token", "llama_like", "main"]
 
 
 # ----------------------------------------------------------------------------- attention
