@@ -21,6 +21,7 @@ from .attention import BACKENDS, attention_backend, mask_padding, materialize_sc
 from .config import ModelConfig, PEConfig
 from .efficient import build_variant
 from .errors import ConfigError
+from .feedforward import FeedForward
 from .fused import fused_qkv_applies, fused_qkv_attention
 from .positional import (
     PEDims,
@@ -68,10 +69,11 @@ class SelfAttention(nn.Module):
     fused: bool = True  # False: always the composed path (the reference of the fused one)
 
     def _fused_applies(self, qkv: Tensor, ctx: PositionContext) -> bool:
-        """The sdpa backend with nothing but (optional) rotation, causality and a scale: `fused.py`."""
-        return (self.fused and self.backend_name == "sdpa" and self.record is None and ctx.bias is None
+        """The sdpa backend with nothing but (optional) rotation, a bias (H, T, T), causality and a scale:
+        `fused.py`."""
+        return (self.fused and self.backend_name == "sdpa" and self.record is None and not ctx.query_dependent
                 and ctx.score_mod is None and ctx.query_mod is None and ctx.key_padding is None
-                and fused_qkv_applies(qkv, ctx.rotation))
+                and fused_qkv_applies(qkv, ctx.rotation, ctx.bias, self.causal))
 
     def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float,
                  score_mod: Callable | None = None) -> Tensor:
@@ -92,8 +94,9 @@ class SelfAttention(nn.Module):
         if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
             return self.variant.mix(x)
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
-        if self._fused_applies(qkv, ctx):  # CPU flash kernel on views of qkv, one gradient buffer back
-            y = fused_qkv_attention(qkv, ctx.rotation, ctx.logit_scale / math.sqrt(self.head_dim), self.causal)
+        if self._fused_applies(qkv, ctx):  # one CPU kernel on qkv, one gradient buffer back
+            bias = ctx.bias if ctx.bias is None or ctx.logit_scale == 1.0 else ctx.bias * ctx.logit_scale
+            y = fused_qkv_attention(qkv, ctx.rotation, ctx.logit_scale / math.sqrt(self.head_dim), self.causal, bias)
             return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, H, T, D) -> (B, T, d)
         if ctx.rotation is not None:  # q and k turned in one pass, v as it is
             qkv = rotate_qkv(qkv, ctx.rotation)
@@ -137,7 +140,7 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = SelfAttention(cfg)
         act = ACTIVATIONS.get(cfg.activation, "model.activation")
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), act(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.mlp = FeedForward(cfg.d_model, cfg.d_ff, act())
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:

@@ -1,0 +1,68 @@
+"""Compiled CPU kernels of attnlab (C++ sources in ``csrc/``), built once per machine at first use.
+
+PyTorch's extension builder compiles a source into the torch-extensions cache (``TORCH_EXTENSIONS_DIR``,
+by default ``~/.cache/torch_extensions``) in about ten seconds, for the vector extensions PyTorch itself
+dispatches to on this CPU; later processes load the built library. ``ATTNLAB_KERNELS=0`` turns them off.
+Without a C++ compiler, or where a build fails, a warning says why once and PyTorch's own kernels run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+CSRC = Path(__file__).with_name("csrc")
+VECTOR_FLAGS = {  # torch.backends.cpu.get_cpu_capability() -> compiler flags of the same vector extensions
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+# -ffast-math vectorizes exp and the row sums; -fno-finite-math-only keeps NaN and inf what they are
+BASE_FLAGS = ["-O3", "-ffast-math", "-fopenmp"]
+
+
+def enabled() -> bool:
+    """Whether compiled kernels may be used (``ATTNLAB_KERNELS`` is not ``0``)."""
+    return os.environ.get("ATTNLAB_KERNELS", "1").strip() != "0"
+
+
+def build_flags() -> list[str]:
+    """Compiler flags for this CPU."""
+    return BASE_FLAGS + VECTOR_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
+
+
+def _build(stem: str) -> None:
+    """Compile (or load from the cache) csrc/<stem>.cpp; its operators register under ``torch.ops.attnlab``."""
+    from torch.utils.cpp_extension import load
+
+    src = CSRC / f"{stem}.cpp"
+    key = hashlib.sha256("\0".join([src.read_text(), *build_flags(), torch.__version__]).encode()).hexdigest()
+    load(name=f"attnlab_{stem}_{key[:12]}", sources=[str(src)], extra_cflags=build_flags(),
+         extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+
+
+@functools.cache
+def available(stem: str) -> bool:
+    """Whether the kernels of csrc/<stem>.cpp are built and loaded (builds them at the first call)."""
+    if not enabled():
+        return False
+    try:
+        _build(stem)
+    except Exception as e:  # no compiler, no ninja, a platform without the BLAS symbols: PyTorch's kernels run
+        warnings.warn(f"attnlab: the compiled CPU kernel '{stem}' is unavailable ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); PyTorch's own kernel runs "
+                      f"instead (slower; ATTNLAB_KERNELS=0 silences this)", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def small_attention_available() -> bool:
+    """Whether ``torch.ops.attnlab.small_attention_forward/backward`` (csrc/small_attention.cpp) can run."""
+    return available("small_attention")
+
+
+__all__ = ["available", "build_flags", "enabled", "small_attention_available"]
