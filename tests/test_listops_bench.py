@@ -117,8 +117,23 @@ def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
     assert 0 < r["mfu_attnlab_rope"] < 1 and r["ratio_attnlab_rope_vs_llama"] > 0
     assert r["matmul_peak_gflops"] > 0 and r["matmul_peak_n"] == 2048  # timed in the rounds, not a contender
     assert b["matmul_s_per_step"] > 0 and b["other_s_per_step"] > 0
-    assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
+    assert abs(b["matmul_share"] + b["attention_share"] + b["feedforward_share"] + b["other_share"] - 1) < 1e-9
     assert "operator time: matmul" in format_train(r)
+
+
+def test_step_breakdown_books_attnlabs_kernels_under_attention_and_feedforward(kernels_built):
+    """The compiled kernels are counted where they belong (not as 'other'), the feed-forward's matmul FLOPs
+    with the feed-forward kernel."""
+    from attnlab.bench import SIZES, _feedforward_kernel_params, step_breakdown, train_step_timer
+    from attnlab.config import PEConfig
+    from attnlab.model import build_model
+
+    m = build_model(SIZES["smoke"], PEConfig(name="rope"))
+    x = torch.randint(0, 256, (2, 16))
+    b = step_breakdown(train_step_timer(m, lambda a, y: m.loss(a, y), x, x), steps=1)
+    assert b["attention_s_per_step"] > 0 and b["feedforward_s_per_step"] > 0 and b["matmul_s_per_step"] > 0
+    assert _feedforward_kernel_params(m, torch.empty(1, 64)) == 2 * 2 * 64 * 256  # 2 layers, d 64, d_ff 256
+    assert _feedforward_kernel_params(m, torch.empty(1, 64, dtype=torch.float64)) == 0
 
 
 def test_bench_ablation_smoke_reports_each_part_against_the_full_step():
@@ -151,8 +166,8 @@ def test_ablations_leave_out_what_they_name():
         blk = m.blocks[0]
         if name == "attention kernel":
             assert blk.attn.backend(*(torch.full((1, 1, 2, 2), float(i)) for i in range(3))).eq(2).all()
-        elif name == "activation":
-            assert isinstance(blk.mlp[1], torch.nn.Identity)
+        elif name == "attnlab kernels":
+            assert not blk.attn.fused and not blk.mlp.fused
         elif name == "feed-forward":
             assert isinstance(blk.mlp, torch.nn.Identity)
         else:

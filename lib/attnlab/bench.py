@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, PEConfig, TrainConfig
+from .feedforward import FeedForward
 from .io import atomic_write_json
 from .model import build_model
 from .train import TrainStep, make_optimizer
@@ -119,27 +120,36 @@ def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, ste
 
 PEAK, PEAK_N = "matmul peak", 2048  # the dense product timed beside the steps (1024^3 reads ~6% lower)
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "attnlab::small_attention")
 
 
 def step_breakdown(step: Callable[[], float], steps: int = 3) -> dict[str, float]:
-    """Share of a training step's operator time (self CPU/CUDA time of aten ops) spent in matmuls, in
-    fused attention kernels, and in everything else (norms, activations, rotary, optimizer, copies)."""
+    """Share of a training step's operator time (self CPU/CUDA time of aten ops and attnlab's kernels) spent
+    in matmuls, in attention kernels, in the compiled feed-forward kernel (its matmuls and activation), and
+    in everything else (norms, activations, rotary, optimizer, copies)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
             step()
-    parts = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    parts = {"matmul": 0.0, "attention": 0.0, "feedforward": 0.0, "other": 0.0}
     for e in prof.key_averages():
-        if not (e.key.startswith("aten::") or "CompiledFxGraph" in e.key):
+        if not (e.key.startswith(("aten::", "attnlab")) or "CompiledFxGraph" in e.key):
             continue  # python-level ranges and autograd wrappers (their ops are counted themselves)
         t = e.self_device_time_total if torch.cuda.is_available() else e.self_cpu_time_total
         kind = ("matmul" if e.key in MATMUL_OPS else
-                "attention" if "scaled_dot_product" in e.key or "flash_attention" in e.key else "other")
+                "attention" if any(s in e.key for s in ATTENTION_OPS) else
+                "feedforward" if e.key.startswith("attnlab_mlp::") else "other")
         parts[kind] += t / 1e6 / steps
     total = sum(parts.values()) or float("nan")
     return {**{f"{k}_s_per_step": v for k, v in parts.items()}, **{f"{k}_share": v / total for k, v in parts.items()}}
+
+
+def _feedforward_kernel_params(model: nn.Module, x: torch.Tensor) -> int:
+    """Matmul parameters inside feed-forward blocks that run attnlab's compiled kernel on input like x."""
+    return sum(m[0].weight.numel() + m[2].weight.numel() for m in model.modules()
+               if isinstance(m, FeedForward) and m.fused_applies(x))
 
 
 def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int = 6, steps_per_round: int = 5,
@@ -179,8 +189,11 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     ours = contenders[0].model
     fpt = train_flops_per_token(matmul_params(ours), cfg.n_layers, cfg.d_model, seq)
     parts = step_breakdown(timers["attnlab/rope"]) if breakdown else {}
-    if parts:  # what the matmuls alone achieve: 6N FLOPs per token in the time spent in matmul kernels
-        parts["matmul_gflops"] = 6 * matmul_params(ours) * tok / parts["matmul_s_per_step"] / 1e9
+    if parts:  # what the matmuls achieve: 6N FLOPs per token of their parameters in the time of their kernels
+        n_ff = _feedforward_kernel_params(ours, torch.empty(1, cfg.d_model, device=device))
+        parts["matmul_gflops"] = 6 * (matmul_params(ours) - n_ff) * tok / parts["matmul_s_per_step"] / 1e9
+        parts["feedforward_gflops"] = (6 * n_ff * tok / parts["feedforward_s_per_step"] / 1e9
+                                       if parts["feedforward_s_per_step"] > 0 else None)
     rows = {c.name: {"median_step_s": med[c.name], "tokens_per_s": tok / med[c.name],
                      "params": sum(p.numel() for p in c.model.parameters())} for c in contenders}
     return {
@@ -214,8 +227,10 @@ def format_train(r: dict[str, object]) -> str:
     ]
     b = r.get("breakdown_attnlab_rope") or {}
     if b:
+        ff = (f"feed-forward kernel {100 * b['feedforward_share']:.0f}% ({b['feedforward_gflops']:.0f} GFLOP/s), "
+              if b.get("feedforward_gflops") else "")
         lines.append(f"  attnlab/rope operator time: matmul {100 * b['matmul_share']:.0f}% "
-                     f"({b['matmul_gflops']:.0f} GFLOP/s), attention kernels {100 * b['attention_share']:.0f}%, "
+                     f"({b['matmul_gflops']:.0f} GFLOP/s), {ff}attention kernels {100 * b['attention_share']:.0f}%, "
                      f"other ops (norms, activations, rotary, optimizer, copies) {100 * b['other_share']:.0f}%")
     return "\n".join(lines)
 
@@ -229,22 +244,23 @@ def _without_attention_kernel(m: nn.Module) -> None:
         b.attn.fused, b.attn.backend = False, _pass_v
 
 
-def _without_activation(m: nn.Module) -> None:
-    for b in m.blocks:  # type: ignore[union-attr]
-        b.mlp[1] = nn.Identity()
-
-
 def _without_feed_forward(m: nn.Module) -> None:
     for b in m.blocks:  # type: ignore[union-attr]
         b.mlp = nn.Identity()
 
 
-# what each ablation leaves out of the RoPE model: (encoding, edit of the built model)
+def _with_pytorch_kernels(m: nn.Module) -> None:
+    for b in m.blocks:  # type: ignore[union-attr]
+        b.attn.fused, b.mlp.fused = False, False
+
+
+# what each ablation leaves out of the RoPE model: (encoding, edit of the built model); "attnlab kernels"
+# runs PyTorch's operators instead of attnlab's compiled kernels (a negative cost: what they save)
 ABLATIONS: dict[str, tuple[str, Callable[[nn.Module], None] | None]] = {
     "attention kernel": ("rope", _without_attention_kernel),
-    "activation": ("rope", _without_activation),
     "rotation": ("none", None),
     "feed-forward": ("rope", _without_feed_forward),
+    "attnlab kernels": ("rope", _with_pytorch_kernels),
 }
 
 

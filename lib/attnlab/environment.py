@@ -35,8 +35,11 @@ def device_name() -> str:
 
 
 def collect() -> dict[str, Any]:
-    """Versions of the packages that matter, python, platform, device and torch threads."""
+    """Versions of the packages that matter, python, platform, device, torch threads and which of attnlab's
+    compiled CPU kernels ran (their bits differ from PyTorch's kernels within float rounding)."""
     import torch
+
+    from . import kernels
 
     versions = {}
     for p in PACKAGES:
@@ -50,5 +53,6 @@ def collect() -> dict[str, Any]:
         "packages": versions,
         "device": device_name(),
         "torch_threads": torch.get_num_threads(),
+        "attnlab_cpu_kernels": "not used (CUDA)" if torch.cuda.is_available() else kernels.status(),
         "git_commit": git_commit(),
     }

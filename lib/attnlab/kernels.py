@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).with_name("csrc")
+STEMS = ("small_attention", "fused_mlp")  # csrc/<stem>.cpp
 VECTOR_FLAGS = {  # torch.backends.cpu.get_cpu_capability() -> compiler flags of the same vector extensions
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"],
     "AVX2": ["-mavx2", "-mfma"],
@@ -45,17 +46,26 @@ def _build(stem: str) -> None:
          extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
 
 
+def _first_error(message: str) -> str:
+    """The line of a build log that says what went wrong (the compiler's first error), else its last line."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() and not ln.startswith("Error building")]
+    return (errors or lines or ["no message"])[0][:300]
+
+
 @functools.cache
 def available(stem: str) -> bool:
     """Whether the kernels of csrc/<stem>.cpp are built and loaded (builds them at the first call)."""
+    if stem not in STEMS:
+        raise ValueError(f"kernel = {stem!r}: unknown; valid choices: {', '.join(STEMS)}")
     if not enabled():
         return False
     try:
         _build(stem)
     except Exception as e:  # no compiler, no ninja, a platform without the BLAS symbols: PyTorch's kernels run
         warnings.warn(f"attnlab: the compiled CPU kernel '{stem}' is unavailable ({type(e).__name__}: "
-                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); PyTorch's own kernel runs "
-                      f"instead (slower; ATTNLAB_KERNELS=0 silences this)", RuntimeWarning, stacklevel=2)
+                      f"{_first_error(str(e))}); PyTorch's own kernel runs instead (slower; ATTNLAB_KERNELS=0 "
+                      f"silences this)", RuntimeWarning, stacklevel=2)
         return False
     return True
 
@@ -65,4 +75,9 @@ def small_attention_available() -> bool:
     return available("small_attention")
 
 
-__all__ = ["available", "build_flags", "enabled", "small_attention_available"]
+def status() -> dict[str, bool]:
+    """Which compiled kernels this process runs (recorded with every run's environment)."""
+    return {stem: available(stem) for stem in STEMS}
+
+
+__all__ = ["STEMS", "available", "build_flags", "enabled", "small_attention_available", "status"]

@@ -33,7 +33,7 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float*
 // a = act(h) over n values; with da: da = act'(h) as well
 inline void activate(const float* h, float* a, float* da, int64_t n, int64_t act) {
   if (act == RELU) {
-    for (int64_t i = 0; i < n; ++i) a[i] = h[i] > 0.f ? h[i] : 0.f;
+    for (int64_t i = 0; i < n; ++i) a[i] = h[i] < 0.f ? 0.f : h[i];  // NaN stays NaN, as torch.relu's
     if (da != nullptr)
       for (int64_t i = 0; i < n; ++i) da[i] = h[i] > 0.f ? 1.f : 0.f;
     return;

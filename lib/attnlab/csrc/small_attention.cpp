@@ -14,6 +14,9 @@
 #include <algorithm>
 #include <optional>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 extern "C" void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
@@ -40,14 +43,31 @@ inline void add_bias(float* S, int64_t lds, const float* bias, int64_t T, int64_
   }
 }
 
+// NaN or +inf, by its bits (built with -ffast-math, a comparison could be folded away)
+inline bool poisoned(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x7fffffffu) > 0x7f800000u || u == 0x7f800000u;
+}
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
 // P rows [r0, r1) of width w (scores in, probabilities out), row r sees keys [0, n(r)); zeros beyond; the
-// rows' log-sum-exp into lse[r] when given
+// rows' log-sum-exp into lse[r]. A row with a NaN or +inf score gives NaN (as the eager softmax does).
 inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t w, bool causal, float* lse) {
   for (int64_t r = r0; r < r1; ++r) {
     float* row = P + (r - r0) * ldp;
     const int64_t n = causal ? r + 1 : w;
-    float mx = row[0];
-    for (int64_t c = 1; c < n; ++c) mx = std::max(mx, row[c]);
+    float mx = row[0], raw = 0.f;
+    for (int64_t c = 0; c < n; ++c) {
+      mx = std::max(mx, row[c]);
+      raw += row[c];
+    }
+    if (poisoned(raw)) {
+      std::fill(row, row + w, kNaN);
+      lse[r] = kNaN;
+      continue;
+    }
     float s = 0.f;
     for (int64_t c = 0; c < n; ++c) {  // exp(-80) = 2e-35: inputs clamped there stay off exp's slow path
       row[c] = std::exp(std::max(row[c] - mx, -80.f));
@@ -56,7 +76,7 @@ inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t 
     const float inv = 1.f / s;
     for (int64_t c = 0; c < n; ++c) row[c] *= inv;
     for (int64_t c = n; c < w; ++c) row[c] = 0.f;
-    if (lse != nullptr) lse[r] = mx + std::log(s);
+    lse[r] = mx + std::log(s);
   }
 }
 
@@ -65,14 +85,15 @@ inline void probs_again(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t w
   for (int64_t r = r0; r < r1; ++r) {
     float* row = P + (r - r0) * ldp;
     const int64_t n = causal ? r + 1 : w;
+    if (poisoned(lse[r])) {
+      std::fill(row, row + w, kNaN);
+      continue;
+    }
     for (int64_t c = 0; c < n; ++c) row[c] = std::exp(std::max(row[c] - lse[r], -80.f));
     for (int64_t c = n; c < w; ++c) row[c] = 0.f;
   }
 }
 
-}  // namespace
-
-namespace {
 
 // the (B, T, 3, H, D) projection's q or k (which = 0, 1) of pair (b, h), turned by table (T, 2, D/2, 2) when
 // given -- pairs (x_2i, x_2i+1) times (cos, sin) as complex numbers (RoFormer eq. 34) -- into dst (T, D)
