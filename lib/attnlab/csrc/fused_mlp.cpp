@@ -30,6 +30,14 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float*
   sgemm_(&tB, &tA, &N, &M, &K, &one, b, &LDB, a, &LDA, &beta, c, &LDC);  // column-major C^T = B^T A^T
 }
 
+// erf(z) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the approximation PyTorch's vectorized CPU erf
+// (and so its GELU) uses; e = exp(-z^2) given, shared with the normal density in the backward
+inline float erf_as(float z, float e) {
+  const float t = 1.f / (1.f + 0.3275911f * std::fabs(z));
+  const float r = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+  return std::copysign(1.f - r * e, z);
+}
+
 // a = act(h) over n values; with da: da = act'(h) as well
 inline void activate(const float* h, float* a, float* da, int64_t n, int64_t act) {
   if (act == RELU) {
@@ -40,13 +48,17 @@ inline void activate(const float* h, float* a, float* da, int64_t n, int64_t act
   }
   constexpr float kRsqrt2 = 0.70710678118654752f, kRsqrt2Pi = 0.39894228040143268f;
   if (da == nullptr) {
-    for (int64_t i = 0; i < n; ++i) a[i] = h[i] * (0.5f * (1.f + std::erf(h[i] * kRsqrt2)));  // x Phi(x)
+    for (int64_t i = 0; i < n; ++i) {  // gelu(x) = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2
+      const float z = h[i] * kRsqrt2;
+      a[i] = h[i] * (0.5f * (1.f + erf_as(z, std::exp(-std::min(z * z, 80.f)))));
+    }
     return;
   }
-  for (int64_t i = 0; i < n; ++i) {  // gelu(x) = x Phi(x), gelu'(x) = Phi(x) + x phi(x)
-    const float cdf = 0.5f * (1.f + std::erf(h[i] * kRsqrt2));
+  for (int64_t i = 0; i < n; ++i) {  // gelu'(x) = Phi(x) + x phi(x): one exp for erf and the density
+    const float z = h[i] * kRsqrt2, e = std::exp(-std::min(z * z, 80.f));
+    const float cdf = 0.5f * (1.f + erf_as(z, e));
     a[i] = h[i] * cdf;
-    da[i] = cdf + h[i] * kRsqrt2Pi * std::exp(-0.5f * h[i] * h[i]);
+    da[i] = cdf + h[i] * kRsqrt2Pi * e;
   }
 }
 

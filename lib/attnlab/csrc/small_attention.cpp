@@ -52,9 +52,11 @@ inline bool poisoned(float x) {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// P rows [r0, r1) of width w (scores in, probabilities out), row r sees keys [0, n(r)); zeros beyond; the
-// rows' log-sum-exp into lse[r]. A row with a NaN or +inf score gives NaN (as the eager softmax does).
-inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t w, bool causal, float* lse) {
+// P rows [r0, r1) of width w (scores in, exp(score - row max) out; the rows' 1 / sum into inv, to scale the
+// product P V instead of P), row r sees keys [0, n(r)); zeros beyond; the rows' log-sum-exp into lse[r]. A
+// row with a NaN or +inf score gives NaN (as the eager softmax does).
+inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t w, bool causal, float* lse,
+                         float* inv) {
   for (int64_t r = r0; r < r1; ++r) {
     float* row = P + (r - r0) * ldp;
     const int64_t n = causal ? r + 1 : w;
@@ -65,7 +67,7 @@ inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t 
     }
     if (poisoned(raw)) {
       std::fill(row, row + w, kNaN);
-      lse[r] = kNaN;
+      lse[r] = inv[r - r0] = kNaN;
       continue;
     }
     float s = 0.f;
@@ -73,9 +75,8 @@ inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t 
       row[c] = std::exp(std::max(row[c] - mx, -80.f));
       s += row[c];
     }
-    const float inv = 1.f / s;
-    for (int64_t c = 0; c < n; ++c) row[c] *= inv;
     for (int64_t c = n; c < w; ++c) row[c] = 0.f;
+    inv[r - r0] = 1.f / s;
     lse[r] = mx + std::log(s);
   }
 }
@@ -164,7 +165,7 @@ std::vector<at::Tensor> small_attention_forward(const at::Tensor& qkv, const std
   const float sc = (float)scale;
   at::parallel_for(0, B * H, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> qk(2 * T * D), scratch(BQ * T);
-    float *Q = qk.data(), *K = qk.data() + T * D;
+    float *Q = qk.data(), *K = qk.data() + T * D, inv[BQ];
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t b = i / H, h = i % H;
       load_turned(qkv, tab, 0, b, h, Q);
@@ -176,8 +177,10 @@ std::vector<at::Tensor> small_attention_forward(const at::Tensor& qkv, const std
         float* P = scratch.data();
         gemm(false, true, r1 - r0, w, D, sc, Q + r0 * D, D, K, D, 0.f, P, T);        // S = scale Q K^T
         if (bias) add_bias(P, T, bias->data_ptr<float>() + h * T * T, T, r0, r1, w);  // + bias
-        softmax_rows(P, T, r0, r1, w, causal, lse.data_ptr<float>() + i * T);     // P = softmax(S)
-        gemm(false, false, r1 - r0, D, w, 1.f, P, T, V, lv, 0.f, O + r0 * H * D, H * D);  // O = P V
+        softmax_rows(P, T, r0, r1, w, causal, lse.data_ptr<float>() + i * T, inv);  // E = exp(S - max)
+        gemm(false, false, r1 - r0, D, w, 1.f, P, T, V, lv, 0.f, O + r0 * H * D, H * D);  // O = E V
+        for (int64_t r = r0; r < r1; ++r)                                          // O /= row sums of E
+          for (int64_t j = 0; j < D; ++j) O[r * H * D + j] *= inv[r - r0];
       }
     }
   });
