@@ -196,3 +196,15 @@ def test_feedforward_kernel_propagates_nan(act):
     x[2, 5] = float("nan")
     y = ff(x)
     assert y[2].isnan().all() and y[[0, 1, 3]].isfinite().all()
+
+
+def test_build_failure_message_names_the_cause(monkeypatch):
+    """The warning quotes the compiler's error (or a missing compiler), not ninja's last words."""
+    log = ("Error building extension 'x': [1/2] c++ -O3 -c a.cpp\n/a/b.cpp:131:7: error: 'f' was not declared\n"
+           "ninja: build stopped: subcommand failed.\n")
+    assert kernels._first_error(log) == "/a/b.cpp:131:7: error: 'f' was not declared"
+    assert kernels._first_error("Error building extension 'x': c++\n/bin/sh: 1: c++: not found\nninja: stop\n") \
+        == "/bin/sh: 1: c++: not found"
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler: 'no-such-compiler-here' is not on PATH"):
+        kernels._build("fused_mlp")

@@ -40,6 +40,18 @@ def _build(stem: str) -> None:
     """Compile (or load from the cache) csrc/<stem>.cpp; its operators register under ``torch.ops.attnlab``."""
     from torch.utils.cpp_extension import load
 
+    try:  # the pip package's ninja, also where the venv's bin is not on PATH (a notebook kernel, `make test`)
+        import ninja
+
+        if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass  # a ninja on PATH, or the build fails and says so
+    import shutil
+
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
     src = CSRC / f"{stem}.cpp"
     key = hashlib.sha256("\0".join([src.read_text(), *build_flags(), torch.__version__]).encode()).hexdigest()
     load(name=f"attnlab_{stem}_{key[:12]}", sources=[str(src)], extra_cflags=build_flags(),
@@ -49,8 +61,9 @@ def _build(stem: str) -> None:
 def _first_error(message: str) -> str:
     """The line of a build log that says what went wrong (the compiler's first error), else its last line."""
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() and not ln.startswith("Error building")]
-    return (errors or lines or ["no message"])[0][:300]
+    errors = [ln for ln in lines if ("error:" in ln.lower() or "not found" in ln or "no such file" in ln.lower())
+              and not ln.startswith("Error building")]
+    return (errors or lines[-1:] or ["no message"])[0][:300]
 
 
 @functools.cache
