@@ -29,7 +29,7 @@ from .config import DataConfig, ModelConfig, PEConfig, TrainConfig, to_dict
 from .io import atomic_write_bytes, atomic_write_json, read_json
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | None]]
-CACHE_VERSION = 5  # bump when the model or the loop changes what a config trains to
+CACHE_VERSION = 6  # bump when the model or the loop changes what a config trains to
 
 
 class TrainingDiverged(RuntimeError):

@@ -62,7 +62,7 @@ inline void softmax_rows(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t 
     const int64_t n = causal ? r + 1 : w;
     float mx = row[0], raw = 0.f;
     for (int64_t c = 0; c < n; ++c) {
-      mx = std::max(mx, row[c]);
+      mx = std::fmax(mx, row[c]);  // fmax: a select, so the loop vectorizes (std::max is a branch here)
       raw += row[c];
     }
     if (poisoned(raw)) {
@@ -90,7 +90,8 @@ inline void probs_again(float* P, int64_t ldp, int64_t r0, int64_t r1, int64_t w
       std::fill(row, row + w, kNaN);
       continue;
     }
-    for (int64_t c = 0; c < n; ++c) row[c] = std::exp(std::max(row[c] - lse[r], -80.f));
+    const float l = lse[r];  // a local: a store to row could alias lse[r], which would keep the loop scalar
+    for (int64_t c = 0; c < n; ++c) row[c] = std::exp(std::max(row[c] - l, -80.f));
     for (int64_t c = n; c < w; ++c) row[c] = 0.f;
   }
 }
