@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
+import attnlab.fused as fused_mod
 import attnlab.model as model_mod
 from attnlab.attention import eager_attention
 from attnlab.config import ModelConfig, PEConfig
-import attnlab.fused as fused_mod
 from attnlab.feedforward import FeedForward
 from attnlab.fused import fused_qkv_applies, fused_qkv_attention
 from attnlab.model import SelfAttention, build_model

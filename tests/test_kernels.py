@@ -21,7 +21,10 @@ def attention_ref(qkv, table, bias, scale, causal):
     q, k, v = qkv.double().permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
     if table is not None:
         z = torch.view_as_complex(table.double().contiguous())  # (T, 2, D/2)
-        turn = lambda x, i: torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * z[:, i]).flatten(-2)
+
+        def turn(x, i):
+            return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * z[:, i]).flatten(-2)
+
         q, k = turn(q, 0), turn(k, 1)
     return eager_attention(q, k, v, bias=None if bias is None else bias.double(), causal=causal, scale=scale)
 
