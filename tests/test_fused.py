@@ -36,6 +36,25 @@ def grads_of(m, x, y):
     return out
 
 
+def fast_and_composed(pe, mode, t, monkeypatch):
+    """Loss and gradients of one batch through the fast path (which must run once per layer), then through
+    the composed path (both compiled kernels off)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(mode=mode, d_model=64, n_layers=2, n_heads=2, d_ff=64, attention="sdpa")
+    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32)).train()
+    x, y = torch.randint(0, 256, (3, t)), torch.randint(0, 256, (3, t))
+    calls = []
+    real = model_mod.fused_qkv_attention
+    monkeypatch.setattr(model_mod, "fused_qkv_attention", lambda *a: calls.append(1) or real(*a))
+    fast = grads_of(m, x, y)
+    assert len(calls) == cfg.n_layers  # the fast path ran, once per layer
+    monkeypatch.setattr(SelfAttention, "fused", False)
+    monkeypatch.setattr(FeedForward, "fused", False)
+    ref = grads_of(m, x, y)
+    assert len(calls) == cfg.n_layers
+    return fast, ref
+
+
 @pytest.mark.parametrize("pe", ["rope", "xpos", "none", "sinusoidal", "learned", "yarn"])
 @pytest.mark.parametrize("mode", ["decoder", "encoder"])
 def test_fused_flash_path_gives_the_composed_paths_bits(pe, mode, monkeypatch):
@@ -46,18 +65,7 @@ def test_fused_flash_path_gives_the_composed_paths_bits(pe, mode, monkeypatch):
     test below.)"""
     monkeypatch.setattr(fused_mod, "SMALL_T", {True: 0, False: 0})
     monkeypatch.setattr(FeedForward, "fused", False)
-    torch.manual_seed(0)
-    cfg = ModelConfig(mode=mode, d_model=64, n_layers=2, n_heads=2, d_ff=64, attention="sdpa")
-    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32)).train()
-    x, y = torch.randint(0, 256, (3, 24)), torch.randint(0, 256, (3, 24))
-    calls = []
-    real = model_mod.fused_qkv_attention
-    monkeypatch.setattr(model_mod, "fused_qkv_attention", lambda *a: calls.append(1) or real(*a))
-    fast = grads_of(m, x, y)
-    assert len(calls) == cfg.n_layers  # the fast path ran, once per layer
-    monkeypatch.setattr(SelfAttention, "fused", False)
-    ref = grads_of(m, x, y)
-    assert len(calls) == cfg.n_layers
+    fast, ref = fast_and_composed(pe, mode, 24, monkeypatch)
     assert torch.equal(fast[0], ref[0])
     assert fast[1].keys() == ref[1].keys()
     for n in ref[1]:
@@ -70,18 +78,7 @@ def test_fused_flash_path_gives_the_composed_paths_bits(pe, mode, monkeypatch):
 def test_fused_kernel_path_trains_like_the_composed_path(pe, mode, monkeypatch, kernels_built):
     """Training through attnlab's compiled kernels (attention and feed-forward): the composed path's loss
     and gradients within float32 rounding, every layer through the kernel, bias encodings included."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(mode=mode, d_model=64, n_layers=2, n_heads=2, d_ff=64, attention="sdpa")
-    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32)).train()
-    x, y = torch.randint(0, 256, (3, 40)), torch.randint(0, 256, (3, 40))
-    calls = []
-    real = model_mod.fused_qkv_attention
-    monkeypatch.setattr(model_mod, "fused_qkv_attention", lambda *a: calls.append(1) or real(*a))
-    fast = grads_of(m, x, y)
-    assert len(calls) == cfg.n_layers
-    monkeypatch.setattr(SelfAttention, "fused", False)
-    monkeypatch.setattr(FeedForward, "fused", False)
-    ref = grads_of(m, x, y)
+    fast, ref = fast_and_composed(pe, mode, 40, monkeypatch)
     torch.testing.assert_close(fast[0], ref[0], atol=1e-5, rtol=1e-5)
     assert fast[1].keys() == ref[1].keys()
     for n in ref[1]:  # relative to the largest entry (a softmax-invariant shift has a zero gradient)
