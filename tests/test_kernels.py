@@ -187,6 +187,14 @@ def test_kernels_off_by_environment_and_fallback_on_a_failed_build(monkeypatch):
         kernels.available.cache_clear()
 
 
+def test_bad_kernels_switch_is_a_config_error(monkeypatch):
+    from attnlab.errors import ConfigError
+
+    monkeypatch.setenv("ATTNLAB_KERNELS", "yes")
+    with pytest.raises(ConfigError, match="ATTNLAB_KERNELS = 'yes': valid choices: 0, 1"):
+        kernels.enabled()
+
+
 def test_kernels_status_names_every_kernel():
     assert kernels.status() == {"small_attention": True, "fused_mlp": True}
 

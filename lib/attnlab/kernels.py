@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
+
 CSRC = Path(__file__).with_name("csrc")
 STEMS = ("small_attention", "fused_mlp")  # csrc/<stem>.cpp
 VECTOR_FLAGS = {  # torch.backends.cpu.get_cpu_capability() -> compiler flags of the same vector extensions
@@ -27,8 +29,11 @@ BASE_FLAGS = ["-O3", "-ffast-math", "-fopenmp"]
 
 
 def enabled() -> bool:
-    """Whether compiled kernels may be used (``ATTNLAB_KERNELS`` is not ``0``)."""
-    return os.environ.get("ATTNLAB_KERNELS", "1").strip() != "0"
+    """Whether compiled kernels may be used: ``ATTNLAB_KERNELS`` unset or ``1`` (``0``: off)."""
+    value = os.environ.get("ATTNLAB_KERNELS", "1").strip()
+    if value not in ("0", "1"):
+        raise ConfigError(f"ATTNLAB_KERNELS = {value!r}: valid choices: 0, 1")
+    return value == "1"
 
 
 def build_flags() -> list[str]:
