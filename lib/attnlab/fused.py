@@ -33,7 +33,7 @@ _FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_f
 
 def small_kernel_applies(seq_len: int, head_dim: int, causal: bool) -> bool:
     """Whether the fused path runs attnlab's compiled kernel (else PyTorch's flash kernel)."""
-    return seq_len <= SMALL_T[causal] and head_dim % 2 == 0 and kernels.small_attention_available()
+    return seq_len <= SMALL_T[causal] and head_dim % 2 == 0 and kernels.available("small_attention")
 
 
 def fused_qkv_applies(qkv: Tensor, rotation: Tensor | None, bias: Tensor | None = None, causal: bool = True) -> bool:

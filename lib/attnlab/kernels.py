@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ VECTOR_FLAGS = {  # torch.backends.cpu.get_cpu_capability() -> compiler flags of
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"],
     "AVX2": ["-mavx2", "-mfma"],
 }
-# -ffast-math vectorizes exp and the row sums; -fno-finite-math-only keeps NaN and inf what they are
+# -ffast-math vectorizes exp, erf and the row sums; the kernels test NaN and inf by their bits, which it keeps
 BASE_FLAGS = ["-O3", "-ffast-math", "-fopenmp"]
 
 
@@ -41,8 +42,14 @@ def build_flags() -> list[str]:
     return BASE_FLAGS + VECTOR_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
 
 
+def compiler() -> str | None:
+    """The C++ compiler the build would use (``$CXX``, else ``c++``) as found on PATH, or None."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
 def _build(stem: str) -> None:
-    """Compile (or load from the cache) csrc/<stem>.cpp; its operators register under ``torch.ops.attnlab``."""
+    """Compile (or load from the cache) csrc/<stem>.cpp; its operators register under ``torch.ops`` (the
+    namespace its TORCH_LIBRARY names)."""
     from torch.utils.cpp_extension import load
 
     try:  # the pip package's ninja, also where the venv's bin is not on PATH (a notebook kernel, `make test`)
@@ -52,11 +59,9 @@ def _build(stem: str) -> None:
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     except ImportError:
         pass  # a ninja on PATH, or the build fails and says so
-    import shutil
-
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
+    if compiler() is None:
+        raise RuntimeError(f"no C++ compiler: {os.environ.get('CXX', 'c++')!r} is not on PATH (install g++, or "
+                           f"set CXX)")
     src = CSRC / f"{stem}.cpp"
     key = hashlib.sha256("\0".join([src.read_text(), *build_flags(), torch.__version__]).encode()).hexdigest()
     load(name=f"attnlab_{stem}_{key[:12]}", sources=[str(src)], extra_cflags=build_flags(),
@@ -88,14 +93,9 @@ def available(stem: str) -> bool:
     return True
 
 
-def small_attention_available() -> bool:
-    """Whether ``torch.ops.attnlab.small_attention_forward/backward`` (csrc/small_attention.cpp) can run."""
-    return available("small_attention")
-
-
 def status() -> dict[str, bool]:
     """Which compiled kernels this process runs (recorded with every run's environment)."""
     return {stem: available(stem) for stem in STEMS}
 
 
-__all__ = ["STEMS", "available", "build_flags", "enabled", "small_attention_available", "status"]
+__all__ = ["STEMS", "available", "build_flags", "compiler", "enabled", "status"]
