@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from attnlab import analysis as A
-from attnlab.config import ModelConfig, PEConfig
-from attnlab.model import build_model
+from attnlab.model import ModelConfig, build_model
 
 
 def test_probe_recovers_linear_position_and_not_noise():
@@ -30,7 +29,7 @@ def test_cosine_by_distance_of_rotating_vectors():
 
 def _uniform_nope(mode="decoder"):
     m = build_model(ModelConfig(mode=mode, d_model=16, n_layers=1, n_heads=2, d_ff=32, attention="eager"),
-                    PEConfig(name="none"))
+                    "none")
     with torch.no_grad():
         m.blocks[0].attn.qkv.weight[:32].zero_()  # q = k = 0: uniform attention
     return m.eval()
@@ -53,7 +52,7 @@ def test_encoder_uniform_attention_variance_is_flat():
 
 
 def test_align_temperature_restores_entropy():
-    m = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="eager"), PEConfig(name="alibi"))
+    m = build_model(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="eager"), "alibi")
     short, long = torch.randint(0, 256, (4, 32)), torch.randint(0, 256, (4, 128))
     s = A.align_temperature(m, short, long)
     target = A._tail_mean(A.attention_entropy(m, short))

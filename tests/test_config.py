@@ -7,27 +7,32 @@ import pytest
 
 from attnlab import config as C
 from attnlab.config import ConfigError
+from attnlab.data import DataConfig  # noqa: F401
+from attnlab.evaluate import EvalConfig
+from attnlab.experiments import NOTEBOOKS, load
+from attnlab.model import ModelConfig
 
 
 def test_round_trip_every_notebook_and_profile():
-    C._ensure_notebooks_registered()
-    for name in C.NOTEBOOKS.names():
+    for name in NOTEBOOKS.names():
         for profile in C.PROFILES:
-            cfg = C.load(name, profile)
-            again = C.from_dict(type(cfg), C.to_dict(cfg))
+            cfg = load(name, profile)
+            again = C.validate(type(cfg), C.to_dict(cfg))
             assert again == cfg
 
 
 def test_configs_are_frozen():
-    cfg = C.load("01", "smoke")
-    with pytest.raises(AttributeError):
+    cfg = load("01", "smoke")
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.max_distance = 3  # type: ignore[misc]
 
 
 def test_precedence_defaults_preset_override():
-    smoke = C.load("01", "smoke")
+    smoke = load("01", "smoke")
     assert smoke.max_distance == C.load_presets("01_positional_encodings")["smoke"]["max_distance"]
-    assert C.load("01", "smoke", {"max_distance": 64}).max_distance == 64
+    assert load("01", "smoke", {"max_distance": 64}).max_distance == 64
 
 
 def test_auto_profile_resolution(monkeypatch):
@@ -40,13 +45,22 @@ def test_auto_profile_resolution(monkeypatch):
 
 
 @pytest.mark.parametrize(("call", "pattern"), [
-    (lambda: C.load("99_nope", "smoke"), r"notebook = '99_nope': unknown; valid choices: 01_positional_encodings"),
-    (lambda: C.load("01", "fast"), r"profile = 'fast': unknown; valid choices: smoke, cpu, gpu, auto"),
-    (lambda: C.load("01", "smoke", {"max_dist": 3}), r"max_dist: unknown parameter; valid choices: .*max_distance"),
-    (lambda: C.load("01", "smoke", {"max_distance": "far"}), r"max_distance = 'far': expected an integer"),
-    (lambda: C.load("01", "smoke", {"max_distance": 2.5}), r"max_distance = 2.5: expected an integer"),
-    (lambda: C.load("01", "smoke", {"max_distance": 1}), r"max_distance = 1: must be >= 8"),
-    (lambda: C.load("01", "smoke", {"seed": True}), r"seed = True: expected an integer"),
+    (lambda: load("99_nope", "smoke"), r"notebook = '99_nope': unknown; valid choices: 01_positional_encodings"),
+    (lambda: load("01", "fast"), r"profile = 'fast': unknown; valid choices: smoke, cpu, gpu, auto"),
+    (lambda: load("01", "smoke", {"max_dist": 3}), r"max_dist: unknown parameter; valid choices: .*max_distance"),
+    (lambda: load("01", "smoke", {"max_distance": "far"}), r"max_distance = 'far': expected an integer"),
+    (lambda: load("01", "smoke", {"max_distance": 2.5}), r"max_distance = 2.5: expected an integer"),
+    (lambda: load("01", "smoke", {"max_distance": 1}), r"max_distance = 1: must be >= 8"),
+    (lambda: load("01", "smoke", {"seed": True}), r"seed = True: expected a number"),
+    (lambda: load("02", "smoke", {"train.lr": "fast"}), r"train.lr = 'fast': expected a number"),
+    (lambda: load("02", "smoke", {"model.attention": "sdpaa"}),
+     r"model.attention.name = 'sdpaa': unknown; valid choices: eager, flex, .*sdpa"),
+    (lambda: load("02", "smoke", {"model.attention.window": 8}),
+     r"model.attention.window: unknown parameter; valid choices: none \(it takes no parameters\)"),
+    (lambda: load("02", "smoke", {"encodings": ["alibi", {"name": "t5", "buckets": 4}]}),
+     r"encodings\[1\].buckets: unknown parameter; valid choices: max_distance, num_buckets"),
+    (lambda: load("05", "smoke", {"variants": [{"name": "local", "window": 0}]}),
+     r"variants\[0\].window = 0: must be >= 1"),
 ])
 def test_bad_input_raises_one_clear_line(call, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:
@@ -55,31 +69,52 @@ def test_bad_input_raises_one_clear_line(call, pattern):
 
 
 def test_component_validation():
-    with pytest.raises(ConfigError, match="model.d_model = 100: must be divisible by model.n_heads = 3"):
-        C.from_dict(C.ModelConfig, {"d_model": 100, "n_heads": 3})
-    with pytest.raises(ConfigError, match="model.pad_id = 300: must be a token id below model.vocab_size = 256"):
-        C.from_dict(C.ModelConfig, {"pad_id": 300})
+    with pytest.raises(ConfigError, match="^d_model = 100: must be divisible by n_heads = 3"):
+        C.validate(ModelConfig, {"d_model": 100, "n_heads": 3})
+    with pytest.raises(ConfigError, match="02_lm_length_extrapolation: model.pad_id = 300: must be a token id below"):
+        load("02", "smoke", {"model.pad_id": 300})
     with pytest.raises(ConfigError, match="pad_id = -2: must be >= -1"):
-        C.from_dict(C.ModelConfig, {"pad_id": -2})
-    with pytest.raises(ConfigError, match="name = 'alibbi': unknown; valid choices: .*alibi"):
-        C.from_dict(C.PEConfig, {"name": "alibbi"})
-    with pytest.raises(ConfigError, match="kerple_variant = 'cubic': invalid; valid choices: log, power"):
-        C.from_dict(C.PEConfig, {"kerple_variant": "cubic"})
+        C.validate(ModelConfig, {"pad_id": -2})
     with pytest.raises(ConfigError, match=r"lengths\[1\] = 'x': expected an integer"):
-        C.from_dict(C.EvalConfig, {"lengths": [128, "x"]})
-    with pytest.raises(ConfigError, match="lengths = 1: must be >= 2"):
-        C.from_dict(C.EvalConfig, {"lengths": [1]})
+        C.validate(EvalConfig, {"lengths": [128, "x"]})
+    with pytest.raises(ConfigError, match=r"lengths\[0\] = 1: must be >= 2"):
+        C.validate(EvalConfig, {"lengths": [1]})
 
 
-def test_parse_overrides_reads_yaml_scalars():
+def test_parse_overrides_reads_yaml_scalars_and_every_number_notation():
     assert C.parse_overrides(["a=3", "b=0.5", "c=true", "d=[1, 2]", "e=rope"]) == \
         {"a": 3, "b": 0.5, "c": True, "d": [1, 2], "e": "rope"}
+    assert C.parse_overrides(["lr=3e-4", "x=1E-3", "y=2.5e+6", "z=-1e2", "w=[1e-3, 3e-4]"]) == \
+        {"lr": 3e-4, "x": 1e-3, "y": 2.5e6, "z": -100.0, "w": [1e-3, 3e-4]}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         C.parse_overrides(["steps"])
 
 
-def test_nest():
+@pytest.mark.parametrize("text", ["3e-4", "3E-4", "0.0003", "3.0e-04", "+3e-4"])
+def test_learning_rates_in_any_notation_from_set_presets_and_notebooks(text, tmp_path, monkeypatch):
+    """--set (YAML 1.1 reads 3e-4 as a string), a preset file, and a notebook's overrides dict."""
+    assert load("02", "smoke", C.parse_overrides([f"train.lr={text}"])).train.lr == pytest.approx(3e-4)
+    assert load("02", "smoke", {"train.lr": text}).train.lr == pytest.approx(3e-4)
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "02_lm_length_extrapolation.yaml").write_text(f"smoke:\n  train: {{lr: {text}}}\n")
+    monkeypatch.setenv("ATTNLAB_NOTEBOOKS", str(tmp_path))
+    assert load("02", "smoke").train.lr == pytest.approx(3e-4)
+
+
+def test_nest_and_merge_components():
     assert C.nest({"train.steps": 3, "train.lr": 0.1, "seed": 1}) == {"train": {"steps": 3, "lr": 0.1}, "seed": 1}
+    # a component given by name, then a parameter of it: {name, parameter}
+    assert C.nest({"model.attention": "local", "model.attention.window": 8}) == \
+        {"model": {"attention": {"name": "local", "window": 8}}}
+    assert C.merge({"attention": "local"}, {"attention": {"window": 8}}) == {"attention": {"name": "local", "window": 8}}
+
+
+def test_a_partial_nested_override_keeps_the_notebooks_own_defaults():
+    cfg = load("03", "gpu", {"model.d_ff": 128})
+    assert cfg.model.d_ff == 128 and cfg.model.n_layers == 5  # notebook 03's default, not ModelConfig's 4
+    cfg = load("05", "smoke", {"pe.name": "rope"})
+    assert cfg.pe.name == "rope"
 
 
 def _cli(*args):

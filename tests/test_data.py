@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from attnlab.config import DataConfig
-from attnlab.data import check_sizes, decode, encode, load_corpus, random_batch, stdlib_files
+from attnlab.data import DataConfig, check_sizes, decode, encode, load_corpus, random_batch, stdlib_files
 from attnlab.errors import ConfigError
 
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from attnlab.bench import crossover_lengths, peak_memory_bytes, scaling_exponents, train_flops_per_token
+from attnlab.bench.attention import crossover_lengths, scaling_exponents
+from attnlab.bench.memory import peak_memory_bytes
+from attnlab.bench.train import train_flops_per_token
 from attnlab.errors import ConfigError
 from attnlab.tasks import listops as L
 
@@ -92,8 +94,6 @@ def test_palm_flops_formula():
 
 
 def _timings(powers: dict[str, float]) -> pd.DataFrame:
-    from attnlab.bench import scaling_exponents
-
     grid = pd.DataFrame([{"variant": v, "mode": "fwd", "length": n, "status": "ok", "time_s": 1e-9 * n ** p,
                           "peak_bytes": 10.0 * n ** p} for v, p in powers.items() for n in (512, 1024, 2048, 4096)])
     return pd.concat([grid.assign(experiment="timing"), scaling_exponents(grid).assign(experiment="exponent")])
@@ -109,55 +109,42 @@ def test_fused_memory_claim_checks_sdpa_and_flex(flex_power, verdict):
 
 
 def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
-    from attnlab.bench import bench_train, format_train
+    from attnlab.bench.train import bench_train, format_train
 
     r = bench_train(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
     b = r["breakdown_attnlab_rope"]
     assert set(r["contenders"]) == {"attnlab/rope", "attnlab/none", "attnlab/alibi", "attnlab/t5", "transformers/llama"}
     assert 0 < r["mfu_attnlab_rope"] < 1 and r["ratio_attnlab_rope_vs_llama"] > 0
     assert r["matmul_peak_gflops"] > 0 and r["matmul_peak_n"] == 2048  # timed in the rounds, not a contender
-    assert b["matmul_s_per_step"] > 0 and b["other_s_per_step"] > 0
-    assert abs(b["matmul_share"] + b["attention_share"] + b["feedforward_share"] + b["other_share"] - 1) < 1e-9
+    assert b["matmul_s_per_step"] > 0 and b["attention_s_per_step"] > 0 and b["other_s_per_step"] > 0
+    assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
     assert "operator time: matmul" in format_train(r)
 
 
-def test_step_breakdown_books_attnlabs_kernels_under_attention_and_feedforward(kernels_built):
-    """The compiled kernels are counted where they belong (not as 'other'), the feed-forward's matmul FLOPs
-    with the feed-forward kernel."""
-    from attnlab.bench import SIZES, _feedforward_kernel_params, step_breakdown, train_step_timer
-    from attnlab.config import PEConfig
-    from attnlab.model import build_model
-
-    m = build_model(SIZES["smoke"], PEConfig(name="rope"))
-    x = torch.randint(0, 256, (2, 16))
-    b = step_breakdown(train_step_timer(m, lambda a, y: m.loss(a, y), x, x), steps=1)
-    assert b["attention_s_per_step"] > 0 and b["feedforward_s_per_step"] > 0 and b["matmul_s_per_step"] > 0
-    assert _feedforward_kernel_params(m, torch.empty(1, 64)) == 2 * 2 * 64 * 256  # 2 layers, d 64, d_ff 256
-    assert _feedforward_kernel_params(m, torch.empty(1, 64, dtype=torch.float64)) == 0
-
-
-def test_bench_ablation_smoke_reports_each_part_against_the_full_step():
-    from attnlab.bench import ABLATIONS, bench_ablation, format_ablation, main
+def test_bench_ablation_smoke_reports_each_part_against_the_full_step(capsys):
+    from attnlab.bench.train import ABLATIONS, bench_ablation, format_ablation
+    from attnlab.cli import main
 
     r = bench_ablation(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
     assert set(r["parts"]) == set(ABLATIONS) and r["full_step_s"] > 0
     for v in r["parts"].values():
         assert v["step_without_s"] > 0
         assert v["cost_s"] == pytest.approx(r["full_step_s"] - v["step_without_s"])
-    assert "attention kernel" in format_ablation(r)
-    with pytest.raises(ConfigError, match=r"--size = 'huge': unknown; valid choices: smoke, cpu, gpu"):
-        main("ablate", ["--size", "huge"])
+    assert "attention kernel" in format_ablation(r) and "fused AdamW" in format_ablation(r)
+    assert main(["bench", "ablate", "--size", "huge"]) == 2
+    assert "--size = 'huge': unknown; valid choices: smoke, cpu, gpu" in capsys.readouterr().err
+    assert main(["bench", "train", "--batch", "0"]) == 2
+    assert "--batch = 0: must be >= 1" in capsys.readouterr().err
 
 
 def test_ablations_leave_out_what_they_name():
     """Each ablated model still trains (finite loss and gradients) and lacks exactly its part."""
-    from attnlab.bench import ABLATIONS, SIZES
-    from attnlab.config import PEConfig
+    from attnlab.bench.train import ABLATIONS, SIZES, train_step_timer
     from attnlab.model import build_model
 
     x = torch.randint(0, 256, (2, 16))
-    for name, (pe, edit) in ABLATIONS.items():
-        m = build_model(SIZES["smoke"], PEConfig(name=pe))
+    for name, (pe, edit, fused) in ABLATIONS.items():
+        m = build_model(SIZES["smoke"], pe)
         if edit is not None:
             edit(m)
         loss = m.loss(x, x)
@@ -165,10 +152,13 @@ def test_ablations_leave_out_what_they_name():
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
         blk = m.blocks[0]
         if name == "attention kernel":
-            assert blk.attn.backend(*(torch.full((1, 1, 2, 2), float(i)) for i in range(3))).eq(2).all()
-        elif name == "attnlab kernels":
-            assert not blk.attn.fused and not blk.mlp.fused
+            q, k, v = (torch.full((1, 1, 2, 2), float(i)) for i in range(3))
+            assert blk.attn.attn(q, k, v, causal=True).eq(2).all()
         elif name == "feed-forward":
             assert isinstance(blk.mlp, torch.nn.Identity)
+        elif name == "fused AdamW":
+            assert fused is False and m.pe.kind == "rotary"
+            step = train_step_timer(m, m.loss, x, x, fused_adamw=fused)
+            assert step() > 0
         else:
             assert m.pe.kind == "none"

@@ -3,13 +3,13 @@
 import pandas as pd
 import torch
 
-from attnlab import config as C
-from attnlab.bench import interleaved_medians, train_step_timer
+from attnlab.bench.timing import interleaved_medians
+from attnlab.bench.train import train_step_timer
 from attnlab.claims import check_claims
-from attnlab.config import ModelConfig, PEConfig
 from attnlab.data import load_corpus
 from attnlab.experiments import lm_extrapolation as lm
-from attnlab.model import build_model
+from attnlab.experiments import load
+from attnlab.model import ModelConfig, build_model
 
 
 def test_interleaved_medians_take_turns_after_warmup():
@@ -28,7 +28,7 @@ def test_interleaved_medians_take_turns_after_warmup():
 
 def test_train_step_timer_runs_the_trainer_step():
     torch.manual_seed(0)
-    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), PEConfig(name="alibi"))
+    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), "alibi")
     before = [p.detach().clone() for p in m.parameters()]
     x = torch.randint(0, 256, (2, 16))
     step = train_step_timer(m, m.loss, x, x)
@@ -37,7 +37,7 @@ def test_train_step_timer_runs_the_trainer_step():
 
 
 def test_speed_benchmark_rows_per_encoding():
-    cfg = C.load("02", "smoke", {"encodings": ["alibi", "sinusoidal", "randomized"], "speed_rounds": 2,
+    cfg = load("02", "smoke", {"encodings": ["alibi", "sinusoidal", "randomized"], "speed_rounds": 2,
                                  "speed_steps": 1})
     rows = lm.speed_benchmark(cfg, load_corpus(cfg.data))
     assert list(rows["encoding"]) == ["alibi", "sinusoidal", "randomized(rope)"]

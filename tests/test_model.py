@@ -1,20 +1,21 @@
 """The Transformer: causality, backends equal to eager, explicit positions, shared tables."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from attnlab.config import ModelConfig, PEConfig
-from attnlab.model import build_model
+from attnlab.attention import AttentionSpec
+from attnlab.config import replace
+from attnlab.model import ModelConfig, build_model, record_entropy
+from attnlab.positional import PESpec
 
 PES = ["none", "sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "shaw", "linear", "yarn"]
 
 
-def tiny(pe="rope", mode="decoder", attention="eager", **pe_kw):
+def tiny(pe="rope", mode="decoder", attention="eager", log_length_scaling=False, **pe_kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(mode=mode, d_model=32, n_layers=2, n_heads=4, d_ff=64, attention=attention)
-    m = build_model(cfg, PEConfig(name=pe, max_len=64, original_max_len=32, **pe_kw))
+    cfg = ModelConfig(mode=mode, d_model=32, n_layers=2, n_heads=4, d_ff=64, attention=attention,
+                      log_length_scaling=log_length_scaling)
+    m = build_model(cfg, PESpec.model_validate(pe).adapt(max_len=64, original_max_len=32, **pe_kw))
     for p in m.parameters():  # larger weights so that positions matter visibly
         p.data.mul_(5) if p.dim() >= 2 else None
     return m.eval()
@@ -149,21 +150,20 @@ PADDING_CASES = ([(a, pe) for a in ("eager", "sdpa", "flex", "local") for pe in 
 def test_encoder_with_pad_id_ignores_padding(attention, pe):
     """model.pad_id: appended padding changes nothing at the real positions of an encoder."""
     torch.manual_seed(0)
-    cfg = ModelConfig(mode="encoder", d_model=32, n_layers=2, n_heads=4, d_ff=64, attention=attention, pad_id=0,
-                      max_len=32, window=4, linformer_k=8)
-    m = build_model(cfg, PEConfig(name=pe)).eval()
+    cfg = ModelConfig(mode="encoder", d_model=32, n_layers=2, n_heads=4, d_ff=64, pad_id=0, max_len=32,
+                      attention=AttentionSpec.model_validate(attention).adapt(window=4, k=8))
+    m = build_model(cfg, pe).eval()
     x = torch.randint(1, 256, (2, 20))
     padded = torch.cat([x, torch.zeros(2, 7, dtype=torch.long)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(m(padded)[:, :20], m(x), atol=1e-4, rtol=1e-4)
-        unmasked = build_model(replace(cfg, pad_id=-1), PEConfig(name=pe)).eval()
+        unmasked = build_model(replace(cfg, pad_id=-1), pe).eval()
         unmasked.load_state_dict(m.state_dict())
         assert not torch.allclose(unmasked(padded)[:, :20], m(x), atol=1e-4)  # without pad_id the pads leak in
 
 
-def test_rotary_attention_equals_llama_split_half_rope():
-    """The model rotates q and k in RoFormer's interleaved pairs; read in the split-half layout (a fixed
-    permutation of each head's dimensions), its attention equals transformers' Llama RoPE attention."""
+def test_rotary_attention_equals_llama_rope_attention():
+    """The model's rotary attention (split-half layout) equals transformers' Llama RoPE attention."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     m = tiny("rope")
@@ -172,39 +172,46 @@ def test_rotary_attention_equals_llama_split_half_rope():
     pos = torch.arange(t)
     with torch.no_grad():
         out = attn(x, m.position_context(pos, t))
-        q, k, v = attn.qkv(x).view(2, t, 3, h, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D), interleaved
-        to_split = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # pairs (2i, 2i+1) -> (i, i + D/2)
+        q, k, v = attn.qkv(x).view(2, t, 3, h, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         r = m.pe.rotation(pos)
-        q, k = apply_rotary_pos_emb(q[..., to_split], k[..., to_split], r.cos[None], r.sin[None])
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v[..., to_split], is_causal=True)
-        ref = attn.out(y[..., torch.argsort(to_split)].transpose(1, 2).reshape(2, t, 32))
-    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        q, k = apply_rotary_pos_emb(q, k, r.cos[None], r.sin[None])
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        ref = attn.out(y.transpose(1, 2).reshape(2, t, 32))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_activation_by_name():
-    from attnlab.config import ConfigError, load
+    from attnlab.config import ConfigError
+    from attnlab.experiments import load
 
-    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64, activation="relu"), PEConfig(name="none"))
+    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64, activation="relu"), "none")
     assert isinstance(m.blocks[0].mlp[1], torch.nn.ReLU)
-    assert isinstance(build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64), PEConfig(name="none"))
+    assert isinstance(build_model(ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64), "none")
                       .blocks[0].mlp[1], torch.nn.GELU)
     with pytest.raises(ConfigError, match=r"model.activation = 'swish'.*valid choices: gelu, relu"):
         load("02_lm_length_extrapolation", "smoke", {"model.activation": "swish"})
 
 
-def test_rotary_tables_must_pair_frequencies(monkeypatch):
-    """A rotary encoding whose tables differ between the halves of the head dimension cannot be rotated in
-    pairs: a ConfigError naming it when the model is built, not a silently different rotation."""
-    from attnlab.config import ConfigError
-    from attnlab.positional import ENCODINGS, Rotation
-
-    rope = ENCODINGS.get("rope")
-    orig = rope.rotation
-
-    def skewed(self, positions):
-        r = orig(self, positions)
-        return Rotation(r.cos, r.sin * torch.linspace(0.5, 1.5, r.sin.shape[-1]))
-
-    monkeypatch.setattr(rope, "rotation", skewed)
-    with pytest.raises(ConfigError, match="pe.name = 'rope'.*sin table differs"):
-        tiny("rope")
+@pytest.mark.parametrize("pe", ["alibi", "rope", "shaw"])
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_recorded_entropy_equals_entropy_of_eager_attention(pe, attention):
+    """record_entropy (forward hooks, the model unchanged) gives each layer's attention entropy by position,
+    equal to the entropy of the probabilities eager attention computes."""
+    m = tiny(pe, attention=attention)
+    x = torch.randint(0, 256, (2, 10))
+    with torch.no_grad(), record_entropy(m) as ent:
+        m(x)
+    assert len(ent) == 2 and ent[0].shape == (10,)
+    assert not m.blocks[0].attn._forward_hooks  # removed on exit
+    blk, pos = m.blocks[0], torch.arange(10)
+    with torch.no_grad():
+        h = blk.ln1(m.embed(x) * m.embed_scale + (m.pe.embed(pos) if m.pe.kind == "additive" else 0))
+        ctx = m.position_context(pos, 10)
+        q, k, _ = blk.attn.project(h, ctx)
+        s = q @ k.transpose(-1, -2) / 8 ** 0.5
+        bias = m.pe.bias(pos, pos) if m.pe.kind == "bias" else None
+        if bias is not None:
+            s = s + (torch.einsum("bhqd,qkd->bhqk", q, bias) if m.pe.query_dependent else bias)
+        p = s.masked_fill(~torch.ones(10, 10, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+        ref = -(p * p.clamp_min(1e-30).log()).sum(-1).mean(dim=(0, 1))
+    torch.testing.assert_close(ent[0], ref, atol=1e-5, rtol=1e-5)

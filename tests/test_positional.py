@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from attnlab.config import ConfigError, PEConfig
+from attnlab.config import ConfigError
 from attnlab.positional import (
     ENCODINGS,
     PEDims,
+    PESpec,
     alibi_slopes,
     apply_rotation,
     build_encoding,
@@ -22,7 +23,8 @@ ROTARY = ["rope", "xpos", "linear", "dynamic", "yarn", "llama3"]
 
 
 def make(name, dims=DIMS, **kw):
-    return build_encoding(PEConfig(name=name, original_max_len=64, **kw), dims)
+    """The encoding `name` with the parameters of `kw` it declares (scaled RoPEs trained at 64)."""
+    return build_encoding(PESpec.model_validate(name).adapt(original_max_len=64, **kw), dims)
 
 
 def test_registry_has_every_encoding():
@@ -32,15 +34,22 @@ def test_registry_has_every_encoding():
 
 
 def test_unknown_encoding_lists_valid_names():
-    with pytest.raises(ConfigError, match="pe.name = 'alibbi'.*valid choices: .*alibi"):
-        build_encoding(_cfg("alibbi"), DIMS)
+    from attnlab.config import validate
+
+    with pytest.raises(ConfigError, match="name = 'alibbi': unknown; valid choices: .*alibi"):
+        validate(PESpec, {"name": "alibbi"})
+    with pytest.raises(ConfigError, match="variant = 'cubic': unknown; valid choices: log, power"):
+        validate(PESpec, {"name": "kerple", "variant": "cubic"})
+    with pytest.raises(ConfigError, match="clip: unknown parameter; valid choices: max_distance, num_buckets"):
+        validate(PESpec, {"name": "t5", "clip": 3})
 
 
-def _cfg(name):
-    cfg = PEConfig()
-    object.__setattr__(cfg, "name", name)
-    return cfg
-
+@pytest.mark.parametrize("name", ENCODINGS.names())
+def test_every_encoding_declares_its_parameters_beside_it(name):
+    """A spec is a name plus the class's own Params; it round-trips through its plain form."""
+    spec = PESpec.model_validate(name)
+    assert isinstance(spec.params, ENCODINGS[name].Params)
+    assert PESpec.model_validate(spec.model_dump()) == spec
 
 @pytest.mark.parametrize("name", ENCODINGS.names())
 def test_interface_shapes(name):
@@ -154,64 +163,6 @@ def test_rotate_half():
     assert rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-3.0, -4.0, 1.0, 2.0]
 
 
-SPLIT_TO_PAIRS = torch.stack([torch.arange(4), torch.arange(4, 8)], dim=-1).flatten()  # [0, 4, 1, 5, ...]
-
-
-@pytest.mark.parametrize("name", ROTARY)
-def test_split_half_tables_repeat_each_frequency(name):
-    """The interleaved fast path reads one frequency per pair from the first half of each table."""
-    r = make(name).rotation(torch.arange(300))
-    for t in (r.cos, r.sin, r.q_scale, r.k_scale):
-        if t is not None:
-            assert torch.equal(t[:, :4], t[:, 4:])
-
-
-@pytest.mark.parametrize("name", ROTARY)
-@pytest.mark.parametrize("compiled_formula", [False, True])
-def test_rotate_qk_is_apply_rotation_in_the_interleaved_layout(name, compiled_formula, monkeypatch):
-    """rotate_qk on (B, T, 2, H, D) with pairs (x_2i, x_2i+1) equals the split-half textbook formula
-    x * cos + rotate_half(x) * sin (XPos scales included) after the fixed permutation of D; so does the
-    real-arithmetic form used under torch.compile."""
-    from attnlab.positional import pair_table, rotate_qk
-
-    torch.manual_seed(0)
-    pos = torch.arange(50)
-    r = make(name).rotation(pos)
-    q, k = torch.randn(2, 3, 50, 8), torch.randn(2, 3, 50, 8)  # (B, H, T, D) split-half
-    qk = torch.stack([q, k], dim=2)[..., SPLIT_TO_PAIRS].permute(0, 3, 2, 1, 4)  # (B, T, 2, H, D) interleaved
-    if compiled_formula:
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    out = rotate_qk(qk, pair_table(r))
-    ref_q, ref_k = apply_rotation(q, r, "q"), apply_rotation(k, r, "k")
-    torch.testing.assert_close(out[:, :, 0].transpose(1, 2), ref_q[..., SPLIT_TO_PAIRS])
-    torch.testing.assert_close(out[:, :, 1].transpose(1, 2), ref_k[..., SPLIT_TO_PAIRS])
-
-
-def test_rotate_qk_reads_strided_slices_and_keeps_the_dtype():
-    """The model passes q and k as a slice of the fused qkv projection; bf16 is rotated in float32."""
-    from attnlab.positional import pair_table, rotate_qk
-
-    table = pair_table(make("rope").rotation(torch.arange(6)))
-    qkv = torch.randn(2, 6, 3, 4, 8)
-    torch.testing.assert_close(rotate_qk(qkv[:, :, :2], table), rotate_qk(qkv[:, :, :2].contiguous(), table))
-    odd = torch.randn(2, 6, 3, 4, 9)[..., 1:]  # odd storage offset: no complex view; copied first
-    torch.testing.assert_close(rotate_qk(odd[:, :, :2], table), rotate_qk(odd[:, :, :2].contiguous(), table))
-    half = rotate_qk(qkv[:, :, :2].bfloat16(), table)
-    assert half.dtype == torch.bfloat16
-    torch.testing.assert_close(half.float(), rotate_qk(qkv[:, :, :2].bfloat16().float(), table), atol=0.02, rtol=0.02)
-
-
-def test_rotate_qk_gradients():
-    """gradcheck in float64, through x and through a learned (differentiable) table."""
-    from attnlab.positional import Rotation, pair_table, rotate_qk
-
-    r = make("xpos").rotation(torch.arange(5))
-    r64 = Rotation(*(t.double() for t in (r.cos, r.sin, r.q_scale, r.k_scale)))
-    x = torch.randn(2, 5, 2, 3, 8, dtype=torch.float64, requires_grad=True)
-    table = pair_table(r64).double().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, t: rotate_qk(a, t.to(torch.float64)), (x, table))
-
-
 @pytest.mark.parametrize("heads", range(1, 65))
 def test_alibi_slopes_match_bloom(heads):
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor
@@ -267,7 +218,7 @@ def test_randomized_positions_sorted_distinct_in_range():
         assert p.shape == (40,) and torch.all(p[1:] > p[:-1]) and int(p.min()) >= 0 and int(p.max()) < 100
     assert len({tuple(p.tolist()) for p in draws}) > 1
     assert pe.kind == "rotary"
-    with pytest.raises(ValueError, match="exceeds pe.max_len"):
+    with pytest.raises(ValueError, match="exceeds max_len"):
         pe.default_positions(101)
 
 
@@ -278,8 +229,10 @@ def test_randomized_wraps_any_encoding(base):
 
 
 def test_randomized_cannot_wrap_itself():
-    with pytest.raises(ConfigError, match="pe.base"):
-        make("randomized", base="randomized")
+    from attnlab.config import validate
+
+    with pytest.raises(ConfigError, match="base = .*needs another encoding"):
+        validate(PESpec, {"name": "randomized", "base": "randomized"})
 
 
 @pytest.mark.parametrize("name", ["linear", "dynamic", "yarn", "llama3"])
@@ -314,27 +267,8 @@ def test_yarn_attention_factor_scales_cos_sin():
 
 
 def test_kerple_power_variant_and_positivity():
-    pe = make("kerple", kerple_variant="power")
+    pe = make("kerple", variant="power")
     b = pe.bias(torch.arange(8), torch.arange(8))
     assert torch.all(b <= 0) and torch.all(b.diagonal(dim1=1, dim2=2) == 0)
     b.sum().backward()
     assert pe.p.grad is not None and pe.a.grad is not None
-
-
-def test_rotate_qkv_equals_rotate_qk_with_v_passed_through():
-    """The one-buffer autograd function (float32 eager) gives the same bits as composing rotate_qk with
-    v, in value and in gradient; float64 (the composed path) passes gradcheck."""
-    from attnlab.positional import pair_table, rotate_qk, rotate_qkv
-
-    torch.manual_seed(0)
-    table = pair_table(make("xpos").rotation(torch.arange(10)))
-    qkv = torch.randn(2, 10, 3, 4, 8, requires_grad=True)
-    g = torch.randn(2, 10, 3, 4, 8)
-    out = rotate_qkv(qkv, table)
-    ref = torch.cat([rotate_qk(qkv[:, :, :2], table), qkv[:, :, 2:]], dim=2)
-    assert out.grad_fn is not None and type(out.grad_fn).__name__ != type(ref.grad_fn).__name__  # the fast path
-    assert torch.equal(out, ref)
-    (ga,), (gb,) = torch.autograd.grad(out, qkv, g), torch.autograd.grad(ref, qkv, g)
-    assert torch.equal(ga, gb)
-    x64 = torch.randn(1, 10, 3, 2, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a: rotate_qkv(a, table), (x64,))

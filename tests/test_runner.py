@@ -2,32 +2,38 @@
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
+from pydantic import Field
 
 from attnlab import config as C
 from attnlab import runner
+from attnlab.experiments import NOTEBOOKS
 
 GOOD, BAD = "90_runner_good", "91_runner_bad"
 
 
-@C.notebook(GOOD)
-@dataclass(frozen=True)
-class _Good:
+class _Good(C.Config):
     """Test notebook that writes metrics.json."""
 
-    seed: int = C.spec(0, ge=0)
+    seed: int = Field(0, ge=0)
 
 
-@C.notebook(BAD)
-@dataclass(frozen=True)
-class _Bad:
+class _Bad(C.Config):
     """Test notebook whose second cell fails."""
 
-    seed: int = C.spec(0, ge=0)
+    seed: int = Field(0, ge=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_notebooks_registered():
+    NOTEBOOKS.register(GOOD)(_Good)
+    NOTEBOOKS.register(BAD)(_Bad)
+    yield
+    NOTEBOOKS.unregister(GOOD)
+    NOTEBOOKS.unregister(BAD)
 
 
 def _write(path, cells):

@@ -7,16 +7,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from attnlab.config import DataConfig, ModelConfig, PEConfig, TrainConfig
+from attnlab.config import replace
+from attnlab.data import DataConfig
 from attnlab.evaluate import by_length, nonoverlapping, sliding
-from attnlab.model import build_model
-from attnlab.train import TrainingDiverged, TrainStep, lm_batches, lr_at, train, train_or_load
+from attnlab.model import ModelConfig, build_model
+from attnlab.train import TrainConfig, TrainingDiverged, TrainStep, lm_batches, lr_at, train, train_or_load
 
 MODEL = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)
 DATA = torch.randint(0, 256, (20000,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
@@ -30,7 +30,7 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_training_lowers_the_loss():
-    m = build_model(MODEL, PEConfig(name="alibi"))
+    m = build_model(MODEL, "alibi")
     text = torch.tensor(list(b"abcabcabcabd" * 2000), dtype=torch.uint8)
     r = train(m, lm_batches(text, 8, 32), TrainConfig(steps=60, warmup=5, lr=3e-3), progress=False)
     assert r.status == "completed" and r.steps == 60
@@ -39,7 +39,7 @@ def test_training_lowers_the_loss():
 
 
 def test_non_finite_loss_stops_with_a_clear_error():
-    m = build_model(MODEL, PEConfig(name="none"))
+    m = build_model(MODEL, "none")
     m.loss = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
     with pytest.raises(TrainingDiverged, match="non-finite loss .* at step 0"):
         train(m, lm_batches(DATA, 2, 16), TrainConfig(steps=5), progress=False)
@@ -53,7 +53,7 @@ def test_compiled_step_equals_the_eager_step(tmp_path):
 
     def fresh():
         torch.manual_seed(0)
-        return build_model(MODEL, PEConfig(name="rope"))
+        return build_model(MODEL, "rope")
 
     eager, compiled = fresh(), fresh()
     train(eager, lm_batches(DATA, 4, 16), cfg, progress=False)
@@ -70,7 +70,7 @@ def test_compiled_step_equals_the_eager_step(tmp_path):
 
 
 def test_step_raises_before_any_update_on_a_non_finite_loss():
-    m = build_model(MODEL, PEConfig(name="none"))
+    m = build_model(MODEL, "none")
     before = [p.detach().clone() for p in m.parameters()]
     opt = torch.optim.AdamW(m.parameters(), lr=1.0)
     step = TrainStep(lambda *a: torch.tensor(float("inf"), requires_grad=True), list(m.parameters()), opt, 1.0)
@@ -85,7 +85,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
     def fresh():
         torch.manual_seed(0)
-        return build_model(MODEL, PEConfig(name="randomized", base="rope", max_len=256))
+        return build_model(MODEL, {"name": "randomized", "base": "rope", "max_len": 256})
 
     full = fresh()
     train(full, lm_batches(DATA, 4, 16), cfg, progress=False)
@@ -113,13 +113,12 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
-    from attnlab.config import ModelConfig, PEConfig, TrainConfig
-    from attnlab.model import build_model
-    from attnlab.train import lm_batches, train
+    from attnlab.model import ModelConfig, build_model
+    from attnlab.train import TrainConfig, lm_batches, train
     torch.set_num_threads(1)
     data = torch.randint(0, 256, (20000,), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     torch.manual_seed(0)
-    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), PEConfig(name="alibi"))
+    m = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), "alibi")
     cfg = TrainConfig(steps=int(sys.argv[3]), warmup=2, checkpoint_every=10, seed=1)
     train(m, lm_batches(data, 4, 32), cfg, checkpoint=__import__("pathlib").Path(sys.argv[1]), progress=False)
     torch.save(m.state_dict(), sys.argv[2])
@@ -155,11 +154,11 @@ def test_kill_9_then_restart_continues_from_checkpoint(tmp_path):
 def test_model_cache_reuses_trained_model():
     cfg = TrainConfig(steps=5, warmup=1, seed=7)
     torch.manual_seed(0)
-    m1, r1 = train_or_load(build_model(MODEL, PEConfig(name="t5")), lm_batches(DATA, 2, 16), cfg, MODEL,
-                           PEConfig(name="t5"), DataConfig(), progress=False)
+    m1, r1 = train_or_load(build_model(MODEL, "t5"), lm_batches(DATA, 2, 16), cfg, MODEL,
+                           "t5", DataConfig(), progress=False)
     torch.manual_seed(1)
-    m2, r2 = train_or_load(build_model(MODEL, PEConfig(name="t5")), lm_batches(DATA, 2, 16), cfg, MODEL,
-                           PEConfig(name="t5"), DataConfig(), progress=False)
+    m2, r2 = train_or_load(build_model(MODEL, "t5"), lm_batches(DATA, 2, 16), cfg, MODEL,
+                           "t5", DataConfig(), progress=False)
     assert r1.status == "completed" and r2.status == "cached"
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
@@ -260,7 +259,7 @@ def test_fused_adamw_equals_the_reference_update():
     from attnlab.train import make_optimizer
 
     cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64)
-    models = [build_model(cfg, PEConfig(name="rope")) for _ in range(2)]
+    models = [build_model(cfg, "rope") for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     fused = make_optimizer(models[0], TrainConfig())
     assert fused.defaults["fused"] and not make_optimizer(models[0], TrainConfig(compile=True)).defaults["fused"]

@@ -1,6 +1,7 @@
 """attnlab: positional encodings, length extrapolation and efficient attention, reproduced."""
 
-from .config import ConfigError, load
+from .errors import ConfigError
+from .experiments import load
 from .session import NotebookRun, start
 
 __version__ = "0.1.0"

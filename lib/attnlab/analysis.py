@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .model import record_entropy
+
 
 @torch.no_grad()
 def hidden_states(model: nn.Module, x: Tensor, positions: Tensor | None = None) -> list[Tensor]:
@@ -79,16 +81,10 @@ def cosine_by_distance(h: Tensor, max_distance: int) -> Tensor:
 @torch.no_grad()
 def attention_entropy(model: nn.Module, x: Tensor, logit_scale: float = 1.0) -> Tensor:
     """Attention entropy (nats) by layer and query position, averaged over batch and heads: (layers, T)."""
-    attns = [blk.attn for blk in model.blocks]
-    for a in attns:
-        a.record = []
-    try:
-        model.eval()
+    model.eval()
+    with record_entropy(model) as rec:
         model(x, logit_scale=logit_scale)
-        return torch.stack([a.record[0] for a in attns])
-    finally:
-        for a in attns:
-            a.record = None
+    return torch.stack(rec)
 
 
 def _tail_mean(ent: Tensor) -> float:

@@ -15,10 +15,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from . import runner
 
     overrides = C.parse_overrides(a.set or [])
-    if a.jobs < 1:
-        raise ConfigError(f"--jobs = {a.jobs}: must be >= 1")
-    if a.cell_timeout < 1:
-        raise ConfigError(f"--cell-timeout = {a.cell_timeout}: must be >= 1")
+    _positive(a, "jobs", "cell_timeout")
     p = runner.plan(a.profile, a.only, a.out, overrides)  # validates everything first
     print(f"run folder: {p.run_dir} (profile {p.profile}; {len(p.jobs)} notebook(s))")
     runner.execute(p, jobs=a.jobs, force=a.force, cell_timeout=a.cell_timeout)
@@ -29,40 +26,117 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 1 if fails else 0
 
 
+def _lookup(tree: object, key: str) -> object:
+    for part in key.split("."):
+        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
+    return tree
+
+
 def _cmd_list(a: argparse.Namespace) -> int:
-    C._ensure_notebooks_registered()
-    for name in C.NOTEBOOKS.names():
-        cls = C.NOTEBOOKS.get(name)
+    from .experiments import NOTEBOOKS
+
+    for name in NOTEBOOKS.names():
+        cls = NOTEBOOKS.get(name)
         presets = C.load_presets(name)
         print(f"{name}  ({(cls.__doc__ or '').strip().splitlines()[0]})")
-        defaults = C.to_dict(C.from_dict(cls, {}))
+        defaults = C.to_dict(cls())
         for key in C.known_keys(cls):
-            val = defaults
-            for part in key.split("."):
-                val = val[part]
-            per = []
-            for prof in C.PROFILES:
-                node: object = C.nest(presets[prof])
-                for part in key.split("."):
-                    node = node.get(part, {}) if isinstance(node, dict) else {}
-                if node != {}:
-                    per.append(f"{prof}={node}")
-            print(f"    {key} = {val}" + (f"   [{', '.join(per)}]" if per else ""))
+            per = [f"{prof}={v}" for prof in C.PROFILES if (v := _lookup(C.nest(presets[prof]), key)) != {}]
+            print(f"    {key} = {_lookup(defaults, key)}" + (f"   [{', '.join(per)}]" if per else ""))
     return 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
     from .report import render
 
-    path = render(Path(a.dir))
-    print(f"report: {path}")
+    print(f"report: {render(Path(a.dir))}")
     return 0
 
 
-def _cmd_bench(a: argparse.Namespace) -> int:
-    from . import bench
+def _positive(a: argparse.Namespace, *names: str) -> None:
+    for k in names:
+        if getattr(a, k) < 1:
+            raise ConfigError(f"--{k.replace('_', '-')} = {getattr(a, k)}: must be >= 1")
 
-    return bench.main(a.what, a.rest)
+
+def _bench_train(a: argparse.Namespace) -> tuple[str, object]:
+    from .bench.train import bench_train, format_train
+
+    r = bench_train(size=a.size, batch=a.batch, seq=a.seq, rounds=a.rounds, steps_per_round=a.steps_per_round,
+                    compile=a.compile)
+    return format_train(r), r
+
+
+def _bench_ablate(a: argparse.Namespace) -> tuple[str, object]:
+    from .bench.train import bench_ablation, format_ablation
+
+    r = bench_ablation(a.size, a.batch, a.seq, a.rounds, a.steps_per_round)
+    return format_ablation(r), r
+
+
+def _bench_attention(a: argparse.Namespace) -> tuple[str, object]:
+    from .attention import ATTENTION
+    from .bench.attention import BIAS_BACKENDS, bench_attention, scaling_exponents
+
+    if any(n < 2 for n in a.lengths):
+        raise ConfigError(f"--lengths = {a.lengths}: every length must be >= 2")
+    variants = [C.parse_overrides([f"v={v}"])["v"] for v in a.variants] if a.variants else ATTENTION.names()
+    bias = BIAS_BACKENDS if a.bias_backends is None else a.bias_backends
+    df = bench_attention(variants, tuple(a.lengths), a.batch, a.heads, a.head_dim, a.causal, repeats=a.repeats,
+                         bias_backends=bias)
+    ex = scaling_exponents(df)
+    table = df.pivot_table(index="variant", columns=["mode", "length"], values="time_s", sort=False) * 1e3
+    text = (f"bench attention: B={a.batch}, H={a.heads}, D={a.head_dim}, causal={a.causal} (median ms)\n"
+            f"{table.round(2).to_string()}\n\nscaling exponents\n{ex.round(2).to_string(index=False)}")
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        text += "\n\nnot measured\n" + bad[["variant", "length", "mode", "status", "error"]].to_string(index=False)
+    return text, df.to_dict("records")
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench.train import SIZES
+    from .io import atomic_write_json
+
+    _positive(a, *[k for k in ("batch", "seq", "rounds", "steps_per_round", "heads", "head_dim", "repeats")
+                   if hasattr(a, k)])
+    if hasattr(a, "size") and a.size not in SIZES:
+        raise ConfigError(f"--size = {a.size!r}: unknown; valid choices: {', '.join(SIZES)}")
+    text, data = a.bench(a)
+    print(text)
+    if a.json:
+        atomic_write_json(a.json, data)
+    return 0
+
+
+def _bench_parsers(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="benchmarks: train | ablate | attention").add_subparsers(dest="what",
+                                                                                              required=True)
+    for name, fn, rounds, steps, about in (
+            ("train", _bench_train, 6, 5, "training tokens/s vs transformers' Llama, MFU, bias encodings' cost"),
+            ("ablate", _bench_ablate, 12, 4, "what each part of a training step costs, by leaving it out")):
+        p = b.add_parser(name, help=about)
+        p.add_argument("--size", default="cpu", help="model size: smoke | cpu | gpu")
+        p.add_argument("--batch", type=int, default=32)
+        p.add_argument("--seq", type=int, default=128)
+        p.add_argument("--rounds", type=int, default=rounds)
+        p.add_argument("--steps-per-round", type=int, default=steps)
+        if name == "train":
+            p.add_argument("--compile", action="store_true", help="torch.compile every contender alike")
+        p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+        p.set_defaults(fn=_cmd_bench, bench=fn)
+    p = b.add_parser("attention", help="time and memory of one attention layer per variant and length")
+    p.add_argument("--variants", nargs="+", metavar="SPEC",
+                   help="names or {name: ..., param: value} (default: every registered attention)")
+    p.add_argument("--bias-backends", nargs="*", help="exact backends timed with an ALiBi bias (default: all)")
+    p.add_argument("--lengths", nargs="+", type=int, default=[256, 512, 1024, 2048])
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.set_defaults(fn=_cmd_bench, bench=_bench_attention)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,15 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun notebooks already completed in the folder")
     r.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run")
     r.set_defaults(fn=_cmd_run)
-    lst = sub.add_parser("list", help="the notebooks and their parameters (defaults and presets)")
-    lst.set_defaults(fn=_cmd_list)
+    sub.add_parser("list", help="the notebooks and their parameters (defaults and presets)").set_defaults(
+        fn=_cmd_list)
     rep = sub.add_parser("report", help="re-render the report of a run folder")
     rep.add_argument("dir")
     rep.set_defaults(fn=_cmd_report)
-    b = sub.add_parser("bench", help="benchmarks (train | ablate | attention)")
-    b.add_argument("what")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
-    b.set_defaults(fn=_cmd_bench)
+    _bench_parsers(sub)
     return ap
 
 

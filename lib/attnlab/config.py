@@ -1,169 +1,188 @@
-"""Frozen dataclass configs, presets per (notebook, profile), validated overrides.
+"""Validated, frozen configs (pydantic v2), override parsing, profiles and presets.
 
-Every config is a frozen dataclass whose fields carry their own constraints (``spec``);
-``from_dict`` checks keys, types, ranges and choices and raises a one-line ``ConfigError``
-naming the field, the bad value and the valid choices, before any work starts.
+This module knows no component: each component declares its own config class beside its code
+(``model.ModelConfig``, ``train.TrainConfig``, an encoding's ``Params``, ...) as a subclass of
+:class:`Config`. Components chosen by name (an encoding, an attention variant) are a
+:class:`Component`: a name from a registry plus that class's own ``Params``. Every error is
+one line naming the field, the bad value and the valid choices (:func:`describe`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .registry import Registry
 
 __all__ = [
-    "ConfigError", "spec", "from_dict", "to_dict", "parse_overrides", "nest", "PROFILES",
-    "resolve_profile", "NOTEBOOKS", "notebook", "notebooks_dir", "load", "load_presets",
-    "PEConfig", "ModelConfig", "TrainConfig", "EvalConfig", "DataConfig",
+    "Config", "Component", "one_of", "choice", "NoParams", "ConfigError", "PROFILES", "PROFILE_RANK", "describe", "parse_overrides", "nest",
+    "merge", "resolve_profile", "load_presets", "load", "to_dict", "validate", "replace", "known_keys",
 ]
 
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "gpu")
 PROFILE_RANK = {p: i for i, p in enumerate(PROFILES)}
 
-
-def spec(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-         le: float | None = None, choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
-         help: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its constraints (bounds, choices) and a one-line help text."""
-    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "help": help}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
+C = TypeVar("C", bound=BaseModel)
 
 
-def _choices(meta: Mapping[str, Any]) -> list[str] | None:
-    c = meta.get("choices")
-    if c is None:
-        return None
-    return list(c() if callable(c) else c)
+class Config(BaseModel):
+    """Base of every config: frozen, no unknown keys (named with the valid ones), numbers in any notation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        unknown = [k for k in data if k not in cls.model_fields]
+        if unknown:
+            choices = ", ".join(sorted(cls.model_fields)) or "none (it takes no parameters)"
+            raise PydanticCustomError("unknown_key", "{key}: unknown parameter; valid choices: {choices}",
+                                      {"key": str(unknown[0]), "choices": choices})
+        out = dict(data)
+        for name, value in data.items():
+            if isinstance(value, bool) and cls.model_fields[name].annotation in (int, float):
+                raise PydanticCustomError("nested", "{text}", {"text": f"{name} = {value!r}: expected a number"})  # a partial mapping overrides the field's own default, not the class's
+            default = cls.model_fields[name].get_default(call_default_factory=True)
+            if isinstance(value, Mapping) and isinstance(default, Config):
+                base = default.model_dump()
+                if not isinstance(default, Component) or value.get("name", default.name) == default.name:
+                    out[name] = merge(base, value)
+        return out
 
 
-def _fmt_choices(choices: Sequence[Any]) -> str:
-    return ", ".join(repr(c) if not isinstance(c, str) else c for c in choices)
-
-
-def _check_scalar(where: str, tp: Any, value: Any) -> Any:
-    """Coerce/validate one value against a type annotation; raise ConfigError naming `where`."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where} = {value!r}: invalid; valid choices: {_fmt_choices(allowed)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_scalar(where, a, value)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where} = {value!r}: invalid")
-    if origin in (tuple, list):
-        args = typing.get_args(tp)
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ConfigError(f"{where} = {value!r}: expected a list")
-        inner = args[0] if args else Any
-        return tuple(_check_scalar(f"{where}[{i}]", inner, v) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} = {value!r}: expected a mapping of {tp.__name__} fields")
-        return from_dict(tp, value, where)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} = {value!r}: expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: expected a string")
-        return value
+def choice(value: str, names: Sequence[str]) -> str:
+    """`value` if it is one of `names`, else a one-line error listing them (for field validators)."""
+    if value not in names:
+        raise PydanticCustomError("choice", "unknown; valid choices: {choices}", {"choices": ", ".join(names)})
     return value
 
 
-def _check_constraints(where: str, meta: Mapping[str, Any], value: Any) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    choices = _choices(meta)
-    for v in values:
-        if v is None:
-            continue
-        if choices is not None and isinstance(v, str) and v not in choices:
-            raise ConfigError(f"{where} = {v!r}: unknown; valid choices: {', '.join(choices)}")
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            if meta.get("ge") is not None and v < meta["ge"]:
-                raise ConfigError(f"{where} = {v!r}: must be >= {meta['ge']}")
-            if meta.get("gt") is not None and v <= meta["gt"]:
-                raise ConfigError(f"{where} = {v!r}: must be > {meta['gt']}")
-            if meta.get("le") is not None and v > meta["le"]:
-                raise ConfigError(f"{where} = {v!r}: must be <= {meta['le']}")
+def one_of(names: Callable[[], Sequence[str]] | Sequence[str]) -> Any:
+    """A string type restricted to `names` (a list, or a function giving the current names of a registry)."""
+    return Annotated[str, AfterValidator(lambda v: choice(v, list(names() if callable(names) else names)))]
 
 
-def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Build the frozen dataclass `cls` from a (nested) mapping, validating every field."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{where}." if where else ""
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown parameter; valid choices: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in data.items():
-        f = fields[name]
-        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
-            default = _field_default(f)
-            if default is not None:  # a partial mapping overrides the field's own default, not the class's
-                value = _merge(to_dict(default), value)
-        value = _check_scalar(prefix + name, hints[name], value)
-        _check_constraints(prefix + name, f.metadata, value)
-        kwargs[name] = value
+class Component(Config):
+    """A component chosen by name from `registry`, with the parameters its class declares (`cls.Params`).
+
+    Written as a name (``"alibi"``) or a mapping (``{name: fire, hidden: 16}``); ``--set x.hidden=16``
+    merges into either. Subclasses set ``registry`` and ``default``."""
+
+    registry: ClassVar[Registry[Any]]
+    default: ClassVar[str]
+    name: str
+    params: Config
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if isinstance(data, Component):
+            return {"name": data.name, "params": data.params}
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, Mapping):
+            raise PydanticCustomError("component", "expected a name or a mapping with `name`; valid names: {names}",
+                                      {"names": ", ".join(cls.registry.names())})
+        if "params" in data and isinstance(data["params"], BaseModel):
+            return dict(data)
+        rest = dict(data)
+        name = rest.pop("name", cls.default)
+        if not isinstance(name, str) or name not in cls.registry:
+            raise PydanticCustomError("nested", "{text}", {"text": f"name = {name!r}: unknown; valid choices: "
+                                                                    f"{', '.join(cls.registry.names())}"})
+        try:
+            params = cls.registry[name].Params.model_validate(rest)
+        except ValidationError as e:
+            raise PydanticCustomError("nested", "{text}", {"text": describe(e)}) from None
+        return {"name": name, "params": params}
+
+    @model_serializer(mode="plain")
+    def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params.model_dump(mode="json")}
+
+    @property
+    def cls(self) -> Any:
+        """The registered implementation."""
+        return self.registry[self.name]
+
+    def with_params(self, **changes: Any) -> Component:
+        """The same component with some parameters changed (validated)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def adapt(self, **changes: Any) -> Component:
+        """Like `with_params`, for the parameters this component's class declares; others are ignored
+        (an experiment sets the training length on every encoding that has one)."""
+        fields = self.cls.Params.model_fields
+        return self.with_params(**{k: v for k, v in changes.items() if k in fields})
+
+
+class NoParams(Config):
+    """A component without parameters."""
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _fmt_value(v: Any) -> str:
+    return repr(v) if not isinstance(v, Mapping) else "{...}"
+
+
+_SHORT = ((r"^Input should be greater than or equal to (.*)$", r"must be >= \1"),
+          (r"^Input should be greater than (.*)$", r"must be > \1"),
+          (r"^Input should be less than or equal to (.*)$", r"must be <= \1"),
+          (r"^Input should be less than (.*)$", r"must be < \1"),
+          (r"^Input should be a valid (number|boolean|string|tuple|list|dictionary)\b.*$", r"expected a \1"),
+          (r"^Input should be a valid integer.*$", "expected an integer"))
+
+
+def describe(e: ValidationError) -> str:
+    """One line for the first error of a ValidationError: `field = value: what is wrong`."""
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    loc = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", loc)
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "unknown_key":
+        return f"{loc + '.' if loc else ''}{ctx['key']}: unknown parameter; valid choices: {ctx['choices']}"
+    if kind == "nested":
+        return f"{loc + '.' if loc else ''}{ctx['text']}"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    for pattern, short in _SHORT:
+        msg = re.sub(pattern, short, msg)
+    if isinstance(value, Mapping) and kind in ("value_error", "assertion_error"):  # a check across fields
+        return f"{loc + '.' if loc else ''}{msg}"
+    if kind in ("literal_error", "enum"):
+        msg = "unknown; valid choices: " + ", ".join(s.strip("'") for s in re.split(r", | or ", ctx.get(
+            "expected", "")))
+    return f"{loc} = {_fmt_value(value)}: {msg}" if loc else msg
+
+
+def validate(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
+    """`cls` built from a (nested) mapping, or a one-line ConfigError."""
     try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except TypeError as e:
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {describe(e)}" if where else describe(e)) from None
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
+def replace(cfg: C, **changes: Any) -> C:
+    """A copy of a frozen config with some fields changed, validated again."""
+    return validate(type(cfg), {**{k: getattr(cfg, k) for k in type(cfg).model_fields}, **changes})
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain-literal (JSON/YAML-safe) view of a config: tuples become lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """Plain-literal (JSON/YAML-safe) view of a config: tuples become lists, components {name, ...}."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
     if isinstance(obj, tuple | list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):
@@ -171,19 +190,37 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def validate_all(obj: Any, where: str = "") -> None:
-    """Re-check constraints of an already-built config (defaults included)."""
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        name = f"{where}.{f.name}" if where else f.name
-        if dataclasses.is_dataclass(v):
-            validate_all(v, name)
+def known_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names of every parameter of a config class (for `attnlab list`)."""
+    out = []
+    for name, f in cls.model_fields.items():
+        tp = f.annotation
+        if isinstance(tp, type) and issubclass(tp, Config) and not issubclass(tp, Component):
+            out += known_keys(tp, f"{prefix}{name}.")
         else:
-            _check_constraints(name, f.metadata, v)
+            out.append(prefix + name)
+    return out
+
+
+# ---------------------------------------------------------------------------- overrides
+
+# YAML 1.1 (PyYAML) reads 3e-4 and 1E-3 as strings; these are numbers wherever a user writes them
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        s = value.strip()
+        return int(s) if re.fullmatch(r"[-+]?\d+", s) else float(s)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``KEY=VALUE`` strings (VALUE read as YAML: 3, 0.1, true, [a, b]) into a flat dict."""
+    """Parse ``KEY=VALUE`` strings (VALUE read as YAML: 3, 3e-4, true, [a, b]) into a flat dict."""
     out: dict[str, Any] = {}
     for p in pairs:
         if "=" not in p:
@@ -193,7 +230,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not k:
             raise ConfigError(f"--set {p!r}: empty key")
         try:
-            out[k] = yaml.safe_load(v) if v.strip() else ""
+            out[k] = _numbers(yaml.safe_load(v)) if v.strip() else ""
         except yaml.YAMLError:
             out[k] = v
     return out
@@ -203,30 +240,35 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{'train.steps': 3} -> {'train': {'steps': 3}} (already nested mappings pass through)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
-        parts = key.split(".")
+        parts = str(key).split(".")
         cur = out
         for p in parts[:-1]:
             nxt = cur.setdefault(p, {})
+            if isinstance(nxt, str):  # a component given by name, now with parameters
+                nxt = cur[p] = {"name": nxt}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"{key}: {p} is not a group of parameters")
             cur = nxt
         if isinstance(value, Mapping):
             value = nest(value)
-            if isinstance(cur.get(parts[-1]), dict):
-                cur[parts[-1]] = _merge(cur[parts[-1]], value)
-                continue
-        cur[parts[-1]] = value
+        cur[parts[-1]] = merge(cur[parts[-1]], value) if isinstance(cur.get(parts[-1]), dict) else value
     return out
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested mappings merged key by key (`over` wins); a name merged with parameters becomes {name, ...}."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _merge(out[k], v)
+        if isinstance(v, Mapping) and isinstance(out.get(k), str) and "name" not in v:
+            out[k] = {"name": out[k], **v}
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
+
+
+# ---------------------------------------------------------------------------- profiles and presets
 
 
 def resolve_profile(profile: str) -> str:
@@ -246,40 +288,14 @@ def resolve_profile(profile: str) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-# ---------------------------------------------------------------------------- notebooks
-
-NOTEBOOKS: Registry[type] = Registry("notebook")
-
-
-def notebook(name: str) -> Callable[[type], type]:
-    """Register a notebook's frozen config class under the notebook's file stem."""
-    return NOTEBOOKS.register(name)
-
-
 def notebooks_dir() -> Path:
     """The folder holding the notebooks and their presets (ATTNLAB_NOTEBOOKS overrides)."""
     env = os.environ.get("ATTNLAB_NOTEBOOKS")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def _ensure_notebooks_registered() -> None:
-    from . import experiments  # noqa: F401  (registers every notebook config)
-
-
-def resolve_notebook(name: str) -> str:
-    """Full notebook name from a name or a unique prefix ('01', '01_positional')."""
-    _ensure_notebooks_registered()
-    name = name.removesuffix(".ipynb").split("/")[-1]
-    if name in NOTEBOOKS:
-        return name
-    hits = [n for n in NOTEBOOKS.names() if n.startswith(name)]
-    if len(hits) == 1:
-        return hits[0]
-    raise ConfigError(f"notebook = {name!r}: unknown; valid choices: {', '.join(NOTEBOOKS.names())}")
-
-
 def load_presets(name: str) -> dict[str, dict[str, Any]]:
-    """The presets file of a notebook: {profile: {parameter: value}}."""
+    """The presets file of a notebook: {profile: {parameter: value}} (numbers in any notation)."""
     path = notebooks_dir() / "presets" / f"{name}.yaml"
     if not path.exists():
         return {p: {} for p in PROFILES}
@@ -287,145 +303,11 @@ def load_presets(name: str) -> dict[str, dict[str, Any]]:
     unknown = [k for k in data if k not in PROFILES]
     if unknown:
         raise ConfigError(f"{path.name}: {unknown[0]}: unknown profile; valid choices: {', '.join(PROFILES)}")
-    return {p: dict(data.get(p) or {}) for p in PROFILES}
+    return {p: _numbers(dict(data.get(p) or {})) for p in PROFILES}
 
 
-def load(name: str, profile: str = "auto", overrides: Mapping[str, Any] | None = None) -> Any:
-    """The validated config of notebook `name` at `profile`: defaults < preset < overrides."""
-    name = resolve_notebook(name)
+def load(cls: type[C], name: str, profile: str, overrides: Mapping[str, Any] | None = None) -> C:
+    """The validated config `cls` of notebook `name` at `profile`: defaults < preset < overrides."""
     profile = resolve_profile(profile)
-    cls = NOTEBOOKS.get(name)
-    preset = nest(load_presets(name)[profile])
-    merged = _merge(preset, nest(dict(overrides or {})))
-    try:
-        cfg = from_dict(cls, merged)
-        validate_all(cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    return cfg
-
-
-def known_keys(cls: type, prefix: str = "") -> list[str]:
-    """Dotted names of every parameter of a config class (for `attnlab list`)."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += known_keys(tp, f"{prefix}{f.name}.")
-        else:
-            out.append(prefix + f.name)
-    return out
-
-
-# ---------------------------------------------------------------------------- components
-
-
-def _pe_names() -> list[str]:
-    from .positional import ENCODINGS
-
-    return ENCODINGS.names()
-
-
-def _activation_names() -> list[str]:
-    from .model import ACTIVATIONS
-
-    return ACTIVATIONS.names()
-
-
-def _attention_names() -> list[str]:
-    from .attention import BACKENDS
-    from .efficient import VARIANTS
-
-    return BACKENDS.names() + VARIANTS.names()
-
-
-@dataclass(frozen=True)
-class PEConfig:
-    """One positional encoding; `name` from ENCODINGS, `base` for the randomized wrapper."""
-
-    name: str = spec("rope", choices=_pe_names, help="positional encoding")
-    base: str = spec("rope", choices=_pe_names, help="encoding wrapped by `randomized`")
-    max_len: int = spec(4096, ge=1, help="learned table size / randomized L_max")
-    rope_theta: float = spec(10000.0, gt=0)
-    factor: float = spec(4.0, ge=1.0, help="RoPE scaling factor (linear/dynamic/yarn/llama3)")
-    original_max_len: int = spec(512, ge=1, help="training length for RoPE scaling variants")
-    t5_num_buckets: int = spec(32, ge=2)
-    t5_max_distance: int = spec(128, ge=2)
-    shaw_clip: int = spec(16, ge=1)
-    xpos_gamma: float = spec(512.0, gt=0)
-    kerple_variant: Literal["log", "power"] = "log"
-    fire_hidden: int = spec(32, ge=1)
-    fire_threshold: float = spec(1.0, gt=0, help="FIRE's learned L, initial value")
-    log_length_scaling: bool = spec(False, help="multiply logits by log n (Chiang & Cholak)")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """A small Transformer (decoder = causal LM, encoder = bidirectional)."""
-
-    mode: Literal["decoder", "encoder"] = "decoder"
-    vocab_size: int = spec(256, ge=2)
-    d_model: int = spec(128, ge=8)
-    n_layers: int = spec(4, ge=1)
-    n_heads: int = spec(4, ge=1)
-    d_ff: int = spec(512, ge=1)
-    activation: str = spec("gelu", choices=_activation_names,
-                           help="feed-forward activation (relu: Vaswani et al. and the ALiBi code base)")
-    dropout: float = spec(0.0, ge=0.0, le=0.9)
-    attention: str = spec("sdpa", choices=_attention_names, help="exact backend or efficient variant")
-    tie_embeddings: bool = True
-    max_len: int = spec(4096, ge=1, help="longest input (Linformer's projection length)")
-    window: int = spec(64, ge=1, help="local attention: keys within this distance")
-    linformer_k: int = spec(64, ge=1, help="Linformer projected length k")
-    features: int = spec(64, ge=1, help="Performer random features")
-    probsparse_factor: float = spec(5.0, gt=0, help="Informer c: u = c ln L")
-    pad_id: int = spec(-1, ge=-1, help="padding token: keys holding it are masked in attention (-1: none)")
-
-    def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model = {self.d_model}: must be divisible by model.n_heads = {self.n_heads}")
-        if (self.d_model // self.n_heads) % 2:
-            raise ConfigError(f"model.d_model / model.n_heads = {self.d_model // self.n_heads}: head size must be even")
-        if self.pad_id >= self.vocab_size:
-            raise ConfigError(f"model.pad_id = {self.pad_id}: must be a token id below model.vocab_size = "
-                              f"{self.vocab_size}, or -1 (no padding mask)")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation: AdamW, linear warm-up then cosine decay."""
-
-    steps: int = spec(600, ge=1)
-    batch_size: int = spec(32, ge=1)
-    seq_len: int = spec(128, ge=2)
-    lr: float = spec(1e-3, gt=0)
-    min_lr_ratio: float = spec(0.1, ge=0, le=1)
-    warmup: int = spec(50, ge=0)
-    weight_decay: float = spec(0.1, ge=0)
-    grad_clip: float = spec(1.0, ge=0)
-    seed: int = spec(0, ge=0)
-    checkpoint_every: int = spec(200, ge=1)
-    compile: bool = False
-    time_budget_s: float = spec(0.0, ge=0, help="stop early after this many seconds (0: none)")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation by length: non-overlapping windows and sliding window."""
-
-    lengths: tuple[int, ...] = spec(default_factory=lambda: (128, 256, 512, 1024, 2048), ge=2)
-    max_tokens: int = spec(65536, ge=1, help="tokens scored per length (non-overlapping)")
-    sliding_stride: int = spec(0, ge=0, help="0: no sliding-window evaluation")
-    sliding_tokens: int = spec(2048, ge=1, help="tokens scored per length (sliding)")
-    batch_size: int = spec(8, ge=1)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """A corpus spec: stdlib | file:PATH | hf:NAME[/CONFIG]."""
-
-    corpus: str = spec("stdlib")
-    valid_fraction: float = spec(0.05, gt=0, le=0.5)
-    test_fraction: float = spec(0.05, gt=0, le=0.5)
-    max_bytes: int = spec(0, ge=0, help="cap on corpus bytes read (0: all)")
+    merged = merge(nest(load_presets(name)[profile]), nest(_numbers(dict(overrides or {}))))
+    return validate(cls, merged, name)

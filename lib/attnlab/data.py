@@ -14,10 +14,20 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from .config import DataConfig
+from .config import Config
 from .errors import ConfigError
+
+
+class DataConfig(Config):
+    """A corpus spec: stdlib | file:PATH | hf:NAME[/CONFIG]."""
+
+    corpus: str = "stdlib"
+    valid_fraction: float = Field(0.05, gt=0, le=0.5)
+    test_fraction: float = Field(0.05, gt=0, le=0.5)
+    max_bytes: int = Field(0, ge=0, description="cap on corpus bytes read (0: all)")
 
 SEPARATOR = b"\n\n"
 VOCAB_SIZE = 256

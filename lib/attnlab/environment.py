@@ -35,11 +35,8 @@ def device_name() -> str:
 
 
 def collect() -> dict[str, Any]:
-    """Versions of the packages that matter, python, platform, device, torch threads and which of attnlab's
-    compiled CPU kernels ran (their bits differ from PyTorch's kernels within float rounding)."""
+    """Versions of the packages that matter, python, platform, device, torch threads and the git commit."""
     import torch
-
-    from . import kernels
 
     versions = {}
     for p in PACKAGES:
@@ -53,6 +50,5 @@ def collect() -> dict[str, Any]:
         "packages": versions,
         "device": device_name(),
         "torch_threads": torch.get_num_threads(),
-        "attnlab_cpu_kernels": "not used (CUDA)" if torch.cuda.is_available() else kernels.status(),
         "git_commit": git_commit(),
     }

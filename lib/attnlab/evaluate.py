@@ -14,11 +14,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
+
+from .config import Config
+
+
+class EvalConfig(Config):
+    """Evaluation by length: non-overlapping windows and sliding window."""
+
+    lengths: tuple[Annotated[int, Field(ge=2)], ...] = (128, 256, 512, 1024, 2048)
+    max_tokens: int = Field(65536, ge=1, description="tokens scored per length (non-overlapping)")
+    sliding_stride: int = Field(0, ge=0, description="0: no sliding-window evaluation")
+    sliding_tokens: int = Field(2048, ge=1, description="tokens scored per length (sliding)")
+    batch_size: int = Field(8, ge=1)
 
 LN2 = math.log(2.0)
 

@@ -1,39 +1,82 @@
 """One Transformer (decoder = causal LM, encoder = bidirectional), built from names.
 
-Read top to bottom: ``PositionContext`` (tables computed once per forward pass and shared by
-all layers), ``SelfAttention``, ``Block``, ``Transformer``. Positions are an explicit argument:
-``model(tokens, positions=None)``; ``None`` means the encoding's default (0..T-1, or sorted
-random positions for the randomized wrapper).
+Read top to bottom: ``ModelConfig``, ``PositionContext`` (tables computed once per forward pass
+and shared by all layers), ``SelfAttention``, ``Block``, ``Transformer``. Positions are an
+explicit argument: ``model(tokens, positions=None)``; ``None`` means the encoding's default
+(0..T-1, or sorted random positions for the randomized wrapper).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .attention import BACKENDS, attention_backend, mask_padding, materialize_score_mod, padding_bias
-from .config import ModelConfig, PEConfig
-from .efficient import build_variant
+from .attention import AttentionSpec, AttnDims, build_attention, causal_mask, materialize_score_mod
+from .config import Config, choice
 from .errors import ConfigError
-from .feedforward import FeedForward
-from .fused import fused_qkv_applies, fused_qkv_attention
 from .positional import (
     PEDims,
+    PESpec,
     PositionalEncoding,
+    Rotation,
+    apply_rotation,
     build_encoding,
-    check_pairs,
     log_length_scale,
-    pair_table,
-    rotate_qkv,
     score_mod_of,
 )
 from .registry import Registry
+
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
+# ReLU: the feed-forward of Vaswani et al. (2017) and of the ALiBi code base (fairseq transformer_lm);
+# GELU (Hendrycks & Gimpel 2016): BERT and GPT-2
+ACTIVATIONS.register("relu")(nn.ReLU)
+ACTIVATIONS.register("gelu")(nn.GELU)
+
+
+class ModelConfig(Config):
+    """A small pre-LN Transformer; `attention` is a name (or name + parameters) from attention.ATTENTION."""
+
+    mode: Literal["decoder", "encoder"] = "decoder"
+    vocab_size: int = Field(256, ge=2)
+    d_model: int = Field(128, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    d_ff: int = Field(512, ge=1)
+    activation: str = Field("gelu", description="feed-forward activation (relu: Vaswani et al., the ALiBi code)")
+    dropout: float = Field(0.0, ge=0.0, le=0.9)
+    attention: AttentionSpec = Field("sdpa", description="exact backend or efficient variant, with its parameters")
+    tie_embeddings: bool = True
+    max_len: int = Field(4096, ge=1, description="longest input (Linformer's projection length)")
+    pad_id: int = Field(-1, ge=-1, description="padding token: keys holding it are masked in attention (-1: none)")
+    log_length_scaling: bool = Field(False, description="multiply attention logits by log n (Chiang & Cholak)")
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        return choice(v, ACTIVATIONS.names())
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model = {self.d_model}: must be divisible by n_heads = {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model / n_heads = {self.d_model // self.n_heads}: head size must be even")
+        if self.pad_id >= self.vocab_size:
+            raise ValueError(f"pad_id = {self.pad_id}: must be a token id below vocab_size = {self.vocab_size}, "
+                             f"or -1 (no padding mask)")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
 
 
 @dataclass(frozen=True)
@@ -43,93 +86,66 @@ class PositionContext:
     positions: Tensor  # (T,)
     bias: Tensor | None = None  # (H, T, T), or (T, T, D) relative keys when query_dependent
     query_dependent: bool = False
-    rotation: Tensor | None = None  # (T, 2, 1, D/2, 2) turns of q and k (positional.pair_table)
-    score_mod: Callable | None = None  # fused bias for the flex backend (instead of `bias`)
+    rotation: Rotation | None = None  # split-half cos/sin (T, D) and XPos scales
+    score_mod: Callable | None = None  # the bias as a FlexAttention score_mod (instead of `bias`)
     query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
     key_padding: Tensor | None = None  # (B, T) True at padding tokens (model.pad_id): masked as keys
 
+    def bias_for(self, q: Tensor) -> Tensor | None:
+        """The additive logit bias for queries q (B, H, T, D), logit scale included."""
+        if self.bias is None:
+            return None
+        bias = (torch.einsum("bhqd,qkd->bhqk", q, self.bias.to(q.dtype)) if self.query_dependent  # Shaw
+                else self.bias.to(q.dtype))
+        return bias * self.logit_scale if self.logit_scale != 1.0 else bias
+
+    def score_mod_for(self, q: Tensor) -> Callable | None:
+        return self.query_mod(q) if self.query_mod is not None else self.score_mod
+
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a pluggable exact backend (eager | sdpa | flex)."""
+    """Multi-head self-attention: project -> rotate -> one call into the attention path -> output projection."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.causal = cfg.mode == "decoder"
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.backend_name = cfg.attention
-        self.backend = attention_backend(cfg.attention) if cfg.attention in BACKENDS else None
-        self.variant = None if self.backend else build_variant(
-            cfg.attention, cfg.n_heads, self.head_dim, cfg.max_len, self.causal, window=cfg.window,
-            k=cfg.linformer_k, features=cfg.features, factor=cfg.probsparse_factor)
+        self.attn = build_attention(cfg.attention, AttnDims(cfg.n_heads, self.head_dim, cfg.max_len, self.causal))
 
-    record: list[Tensor] | None = None  # set to a list to record the mean attention entropy per query
-    fused: bool = True  # False: always the composed path (the reference of the fused one)
-
-    def _fused_applies(self, qkv: Tensor, ctx: PositionContext) -> bool:
-        """The sdpa backend with nothing but (optional) rotation, a bias (H, T, T), causality and a scale:
-        `fused.py`."""
-        return (self.fused and self.backend_name == "sdpa" and self.record is None and not ctx.query_dependent
-                and ctx.score_mod is None and ctx.query_mod is None and ctx.key_padding is None
-                and fused_qkv_applies(qkv, ctx.rotation, ctx.bias, self.causal))
-
-    def _entropy(self, q: Tensor, k: Tensor, bias: Tensor | None, scale: float,
-                 score_mod: Callable | None = None) -> Tensor:
-        """Attention entropy (nats) per query position, averaged over batch and heads: (T,)."""
-        scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, T)
-        if bias is not None:
-            scores = scores + bias
-        if score_mod is not None:
-            scores = materialize_score_mod(scores, score_mod)
-        if self.causal:
-            t = q.shape[-2]
-            scores = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
-        p = scores.float().softmax(-1)
-        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean(dim=(0, 1)).detach()
+    def project(self, x: Tensor, ctx: PositionContext) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v (B, H, T, D) of x (B, T, d), q and k rotated by position."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        if ctx.rotation is not None:
+            q, k = apply_rotation(q, ctx.rotation, "q"), apply_rotation(k, ctx.rotation, "k")
+        return q, k, v
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
         b, t, d = x.shape
-        if self.variant is not None and self.variant.mixes_input:  # FNet: no q, k, v
-            return self.variant.mix(x)
-        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
-        if self._fused_applies(qkv, ctx):  # one CPU kernel on qkv, one gradient buffer back
-            bias = ctx.bias if ctx.bias is None or ctx.logit_scale == 1.0 else ctx.bias * ctx.logit_scale
-            y = fused_qkv_attention(qkv, ctx.rotation, ctx.logit_scale / math.sqrt(self.head_dim), self.causal, bias)
-            return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, H, T, D) -> (B, T, d)
-        if ctx.rotation is not None:  # q and k turned in one pass, v as it is
-            qkv = rotate_qkv(qkv, ctx.rotation)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
-        scale = ctx.logit_scale / math.sqrt(self.head_dim)
-        bias = ctx.bias
-        if bias is not None and ctx.query_dependent:  # Shaw: q_i . a_ij, (B, H, T, T)
-            bias = torch.einsum("bhqd,qkd->bhqk", q, bias.to(q.dtype)) * ctx.logit_scale
-        elif bias is not None:
-            bias = bias.to(q.dtype) * ctx.logit_scale if ctx.logit_scale != 1.0 else bias.to(q.dtype)
-        score_mod = ctx.query_mod(q) if ctx.query_mod is not None else ctx.score_mod
-        pad = ctx.key_padding
-        if pad is not None and self.variant is None:  # padding keys: -inf in the bias or the score_mod
-            if score_mod is not None:
-                score_mod = mask_padding(score_mod, pad)
-            else:
-                bias = padding_bias(pad, q.dtype, bias)
-        if self.record is not None:  # analysis: attention entropy and outputs (eager, materialized)
-            self.record.append(self._entropy(q, k, bias, scale, score_mod))
-        if self.variant is not None:  # efficient variants use the default 1/sqrt(d) scale
-            kw = {} if pad is None else {"key_padding": pad}
-            y = self.variant(q, k, v, bias, **kw) if bias is not None else self.variant(q, k, v, **kw)
-        else:
-            extra = {"score_mod": score_mod} if score_mod is not None else {}
-            y = self.backend(q, k, v, bias=bias, causal=self.causal, scale=scale, **extra)  # (B, H, T, D)
+        if self.attn.mixes_input:  # FNet: no q, k, v
+            return self.attn.mix(x)
+        q, k, v = self.project(x, ctx)
+        y = self.attn(q, k, v, bias=ctx.bias_for(q), score_mod=ctx.score_mod_for(q), causal=self.causal,
+                      scale=ctx.logit_scale / math.sqrt(self.head_dim), key_padding=ctx.key_padding)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
-
-ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
-# ReLU: the feed-forward of Vaswani et al. (2017) and of the ALiBi code base (fairseq transformer_lm);
-# GELU (Hendrycks & Gimpel 2016): BERT and GPT-2
-ACTIVATIONS.register("relu")(nn.ReLU)
-ACTIVATIONS.register("gelu")(nn.GELU)
+    @torch.no_grad()
+    def entropy(self, x: Tensor, ctx: PositionContext) -> Tensor:
+        """Attention entropy (nats) per query position, averaged over batch and heads, materialized: (T,)."""
+        q, k, _ = self.project(x, ctx)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * ctx.logit_scale / math.sqrt(self.head_dim)  # (B, H, T, T)
+        bias, mod = ctx.bias_for(q), ctx.score_mod_for(q)
+        if bias is not None:
+            scores = scores + bias
+        if mod is not None:
+            scores = materialize_score_mod(scores, mod)
+        if self.causal:
+            scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+        p = scores.float().softmax(-1)
+        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean(dim=(0, 1))
 
 
 class Block(nn.Module):
@@ -140,7 +156,7 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = SelfAttention(cfg)
         act = ACTIVATIONS.get(cfg.activation, "model.activation")
-        self.mlp = FeedForward(cfg.d_model, cfg.d_ff, act())
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), act(), nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:
@@ -151,22 +167,19 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token embedding + positional encoding + blocks + LM head (Vaswani et al. 2017, pre-LN)."""
 
-    def __init__(self, cfg: ModelConfig, pe: PEConfig) -> None:
+    def __init__(self, cfg: ModelConfig, pe: PESpec | str) -> None:
         super().__init__()
-        self.cfg, self.pe_cfg = cfg, pe
-        head_dim = cfg.d_model // cfg.n_heads
+        pe = PESpec.model_validate(pe)
+        self.cfg, self.pe_spec = cfg, pe
         self.pe: PositionalEncoding = build_encoding(
-            pe, PEDims(cfg.d_model, cfg.n_heads, head_dim, causal=cfg.mode == "decoder"))
-        variant = self.blocks_variant(cfg)
-        if variant is not None and self.pe.kind not in variant.accepts:
-            raise ConfigError(f"model.attention = {cfg.attention!r} cannot carry a {self.pe.kind} encoding "
-                              f"(pe.name = {pe.name!r}); it accepts: {', '.join(variant.accepts)}")
-        if self.pe.kind == "rotary":  # the attention rotates pairs: one frequency per pair of dimensions
-            with torch.no_grad():
-                check_pairs(self.pe.rotation(torch.arange(16)), pe.name)
+            pe, PEDims(cfg.d_model, cfg.n_heads, cfg.head_dim, causal=cfg.mode == "decoder"))
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        attn = self.blocks[0].attn.attn
+        if self.pe.kind not in attn.accepts:
+            raise ConfigError(f"model.attention = {cfg.attention.name!r} cannot carry a {self.pe.kind} encoding "
+                              f"(pe = {pe.name!r}); it accepts: {', '.join(attn.accepts)}")
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         for name, m in self.named_modules():  # the encoding initializes its own parameters
@@ -183,13 +196,6 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
 
     @staticmethod
-    def blocks_variant(cfg: ModelConfig) -> type | None:
-        """The efficient-variant class named by cfg.attention (None for exact backends)."""
-        from .efficient import VARIANTS
-
-        return None if cfg.attention in BACKENDS else VARIANTS.get(cfg.attention, "model.attention")
-
-    @staticmethod
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.02)
@@ -201,13 +207,12 @@ class Transformer(nn.Module):
     def position_context(self, positions: Tensor, length: int, logit_scale: float = 1.0) -> PositionContext:
         """Bias / rotation tables for this forward pass, computed once for all layers."""
         pe = self.pe
-        if self.pe_cfg.log_length_scaling:
+        if self.cfg.log_length_scaling:
             logit_scale = logit_scale * log_length_scale(length)
-        if pe.kind == "bias" and self.cfg.attention == "flex" and logit_scale == 1.0:
+        if pe.kind == "bias" and self.blocks[0].attn.attn.uses_score_mod and logit_scale == 1.0:
             query_score_mod = getattr(pe, "query_score_mod", None)
             if pe.query_dependent and query_score_mod is not None:
-                return PositionContext(positions, query_mod=partial(query_score_mod, q_pos=positions,
-                                                                    k_pos=positions))
+                return PositionContext(positions, query_mod=lambda q: query_score_mod(q, positions, positions))
             mod = score_mod_of(pe, positions, positions)
             if mod is not None:
                 return PositionContext(positions, score_mod=mod)
@@ -215,7 +220,7 @@ class Transformer(nn.Module):
             return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
                                    logit_scale=logit_scale)
         if pe.kind == "rotary":
-            return PositionContext(positions, rotation=pair_table(pe.rotation(positions)), logit_scale=logit_scale)
+            return PositionContext(positions, rotation=pe.rotation(positions), logit_scale=logit_scale)
         return PositionContext(positions, logit_scale=logit_scale)
 
     def forward(self, tokens: Tensor, positions: Tensor | None = None, *, logit_scale: float = 1.0,
@@ -259,6 +264,23 @@ class Transformer(nn.Module):
         return n - self.embed.weight.numel() if non_embedding else n
 
 
-def build_model(cfg: ModelConfig, pe: PEConfig) -> Transformer:
-    """The Transformer of `cfg` with the positional encoding of `pe` (names from the registries)."""
+def build_model(cfg: ModelConfig, pe: PESpec | str) -> Transformer:
+    """The Transformer of `cfg` with the positional encoding `pe` (names from the registries)."""
     return Transformer(cfg, pe)
+
+
+@contextmanager
+def record_entropy(model: Transformer) -> Iterator[list[Tensor]]:
+    """Within the block, every forward pass appends each layer's attention entropy by position (T,) to the
+    yielded list (forward hooks on the attention sublayers; the model itself is not changed)."""
+    out: list[Tensor] = []
+
+    def hook(module: SelfAttention, args: tuple[Tensor, PositionContext], _: Tensor) -> None:
+        out.append(module.entropy(*args))
+
+    handles = [blk.attn.register_forward_hook(hook) for blk in model.blocks]
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()

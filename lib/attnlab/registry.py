@@ -39,6 +39,18 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def name_of(self, obj: object) -> str:
+        """The name `obj` (or the nearest registered class it derives from) is registered under."""
+        for cls in getattr(obj, "__mro__", (obj,)):
+            for n, o in self._items.items():
+                if o is cls:
+                    return n
+        return getattr(obj, "__name__", str(obj))
+
+    def unregister(self, name: str) -> None:
+        """Remove `name` (tests that register a variant of their own clean up with this)."""
+        self._items.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from . import config as C
 from .environment import collect, git_commit
+from .experiments import NOTEBOOKS, resolve_notebook
+from .experiments import load as load_config
 from .io import atomic_write_json, read_json
 from .session import project_root
 
@@ -58,9 +60,9 @@ def now() -> str:
 def split_overrides(names: list[str], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Give each notebook the --set keys it knows; a key no selected notebook knows is an error."""
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
-    known = {n: set(C.known_keys(C.NOTEBOOKS.get(n))) for n in names}
-    for key, value in overrides.items():
-        hits = [n for n in names if key in known[n]]
+    known = {n: set(C.known_keys(NOTEBOOKS.get(n))) for n in names}
+    for key, value in overrides.items():  # a component's parameters (model.attention.window) count as known
+        hits = [n for n in names if any(key == k or key.startswith(k + ".") for k in known[n])]
         if not hits:
             valid = sorted(set().union(*known.values()))
             raise C.ConfigError(f"--set {key}: unknown parameter for {', '.join(names)}; valid choices: "
@@ -81,8 +83,7 @@ def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path |
     """Validate profile, notebooks and overrides, and lay out the run (no notebook is executed)."""
     requested = profile
     profile = C.resolve_profile(profile)
-    C._ensure_notebooks_registered()
-    names = [C.resolve_notebook(n) for n in only] if only else C.NOTEBOOKS.names()
+    names = [resolve_notebook(n) for n in only] if only else NOTEBOOKS.names()
     names = list(dict.fromkeys(names))
     missing = [n for n in names if not (C.notebooks_dir() / f"{n}.ipynb").exists()]
     if missing:
@@ -92,7 +93,7 @@ def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path |
     run_dir = Path(out).resolve() if out else default_run_dir(profile)
     jobs = []
     for n in names:
-        cfg = C.load(n, profile, per[n])  # raises ConfigError before any work
+        cfg = load_config(n, profile, per[n])  # raises ConfigError before any work
         resolved = C.to_dict(cfg)
         digest = hashlib.sha256(json.dumps([profile, resolved], sort_keys=True).encode()).hexdigest()[:16]
         nb_dir = run_dir / n

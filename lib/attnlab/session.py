@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import config as C
+from . import experiments
 from .claims import check_claims
 from .environment import collect
 from .io import atomic_write_bytes, atomic_write_json
@@ -83,9 +84,9 @@ def start(name: str, profile: str = "auto", overrides: dict[str, Any] | None = N
           out_dir: str = "") -> NotebookRun:
     """Validate a notebook's parameters and prepare its output folder (ConfigError on bad input)."""
     overrides = dict(overrides or {})
-    name = C.resolve_notebook(name)
+    name = experiments.resolve_notebook(name)
     resolved = C.resolve_profile(profile)
-    cfg = C.load(name, resolved, overrides)
+    cfg = experiments.load(name, resolved, overrides)
     out = Path(out_dir) if out_dir else default_out_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     return NotebookRun(name, resolved, overrides, cfg, out)

@@ -23,13 +23,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from .config import DataConfig, ModelConfig, PEConfig, TrainConfig, to_dict
+from .config import Config, to_dict
 from .io import atomic_write_bytes, atomic_write_json, read_json
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | None]]
-CACHE_VERSION = 6  # bump when the model or the loop changes what a config trains to
+CACHE_VERSION = 7  # bump when the model or the loop changes what a config trains to
+
+
+class TrainConfig(Config):
+    """Optimisation: AdamW (Loshchilov & Hutter 2019), linear warm-up then cosine decay."""
+
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seq_len: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(200, ge=1)
+    compile: bool = False
+    time_budget_s: float = Field(0.0, ge=0, description="stop early after this many seconds (0: none)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,7 +82,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) with weight decay on matrices only (not on norms, biases, gains);
     torch's fused kernel (one pass per parameter instead of a dozen) where the parameters' device has one,
     unless the update is compiled (cfg.compile: inductor fuses the update itself)."""
@@ -72,8 +90,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = (not cfg.compile and bool(params)
-             and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params))
+    if fused is None:
+        fused = (not cfg.compile and bool(params)
+                 and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused or None)
 
 
@@ -257,5 +276,5 @@ def lm_batches(data: Tensor, batch_size: int, seq_len: int) -> BatchFn:
     return fn
 
 
-__all__ = ["train", "train_or_load", "TrainStep", "TrainResult", "TrainingDiverged", "lr_at", "lm_batches", "cache_key",
-           "cache_root", "ModelConfig", "PEConfig", "DataConfig"]
+__all__ = ["TrainConfig", "train", "train_or_load", "TrainStep", "TrainResult", "TrainingDiverged", "lr_at",
+           "lm_batches", "cache_key", "cache_root"]

@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
+from typing_extensions import Self
 
 from ..claims import Measured, claim
-from ..config import ModelConfig, PEConfig, TrainConfig, notebook, spec, to_dict
+from ..config import Config, one_of, replace, to_dict, validate
 from ..errors import ConfigError
 from ..evaluate import masked_accuracy
 from ..io import atomic_write_json, read_json
-from ..model import build_model
+from ..model import ModelConfig, build_model
 from ..positional import ENCODINGS
 from ..tasks.base import Task, get_task, task_names
-from ..train import TrainingDiverged, cache_key, cache_root, train_or_load
+from ..train import TrainConfig, TrainingDiverged, cache_key, cache_root, train_or_load
 
 NAME = "03_algorithmic_length_generalization"
 
@@ -44,36 +46,32 @@ def _pe_choices() -> list[str]:
     return ENCODINGS.names()
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class AlgorithmicConfig:
+class AlgorithmicConfig(Config):
     """The task x PE grid of both protocols."""
 
-    encoder_tasks: tuple[str, ...] = spec(default_factory=lambda: tuple(
-        task_names("regular") + task_names("dcf") + task_names("cs")), choices=_task_choices)
-    encoder_pes: tuple[str, ...] = spec(default_factory=lambda: ("none", "sinusoidal", "rope", "alibi"),
-                                        choices=_pe_choices)
-    randomized: tuple[bool, ...] = spec(default_factory=lambda: (False, True))
-    train_max_length: int = spec(40, ge=1, help="encoder: train on lengths 1..N")
-    test_max_length: int = spec(500, ge=2, help="encoder: test on lengths N+1..M")
-    test_lengths: int = spec(20, ge=1, help="number of test lengths between N+1 and M")
-    decoder_tasks: tuple[str, ...] = spec(default_factory=lambda: tuple(task_names("decoder")),
-                                          choices=_task_choices)
-    decoder_pes: tuple[str, ...] = spec(default_factory=lambda: ("none", "t5", "alibi", "rope", "learned"),
-                                        choices=_pe_choices)
-    decoder_train_max_length: int = spec(20, ge=1)
-    decoder_steps: int = spec(0, ge=0, help="training steps of decoder models (0: train.steps)")
-    decoder_test_max_length: int = spec(40, ge=2)
-    eval_samples: int = spec(256, ge=1, help="instances per test length")
-    seeds: tuple[int, ...] = spec(default_factory=lambda: (0,), ge=0)
-    learning_rates: tuple[float, ...] = spec(default_factory=tuple, gt=0,
-                                             help="empty: train.lr; several: report the best (Ruoss et al.)")
-    jobs: int = spec(2, ge=1, help="grid cells trained in parallel processes")
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64, n_layers=5, n_heads=8, d_ff=256))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=10000, batch_size=128, lr=1e-4, warmup=0,
+    encoder_tasks: tuple[one_of(_task_choices), ...] = Field(default_factory=lambda: tuple(
+        task_names("regular") + task_names("dcf") + task_names("cs")))
+    encoder_pes: tuple[one_of(_pe_choices), ...] = ("none", "sinusoidal", "rope", "alibi")
+    randomized: tuple[bool, ...] = (False, True)
+    train_max_length: int = Field(40, ge=1, description="encoder: train on lengths 1..N")
+    test_max_length: int = Field(500, ge=2, description="encoder: test on lengths N+1..M")
+    test_lengths: int = Field(20, ge=1, description="number of test lengths between N+1 and M")
+    decoder_tasks: tuple[one_of(_task_choices), ...] = Field(default_factory=lambda: tuple(task_names("decoder")))
+    decoder_pes: tuple[one_of(_pe_choices), ...] = ("none", "t5", "alibi", "rope", "learned")
+    decoder_train_max_length: int = Field(20, ge=1)
+    decoder_steps: int = Field(0, ge=0, description="training steps of decoder models (0: train.steps)")
+    decoder_test_max_length: int = Field(40, ge=2)
+    eval_samples: int = Field(256, ge=1, description="instances per test length")
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] = (0,)
+    learning_rates: tuple[Annotated[float, Field(gt=0)], ...] = Field((),
+                                             description="empty: train.lr; several: report the best (Ruoss et al.)")
+    jobs: int = Field(2, ge=1, description="grid cells trained in parallel processes")
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(d_model=64, n_layers=5, n_heads=8, d_ff=256))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=10000, batch_size=128, lr=1e-4, warmup=0,
                                                                     weight_decay=0.0, checkpoint_every=1000))
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for t in self.encoder_tasks:
             if t in task_names("decoder"):
                 raise ConfigError(f"encoder_tasks: {t!r} is a decoder task; valid: "
@@ -90,6 +88,7 @@ class AlgorithmicConfig:
         if "randomized" in self.encoder_pes or "randomized" in self.decoder_pes:
             raise ConfigError("encoder_pes/decoder_pes: use `randomized: [false, true]` to wrap each PE, "
                               "not the name 'randomized'")
+        return self
 
 
 # ----------------------------------------------------------------------------- data for the two protocols
@@ -140,10 +139,11 @@ def _model_config(cfg: AlgorithmicConfig, layout: Layout, max_len: int) -> Model
                    vocab_size=layout.vocab_size, max_len=max_len)
 
 
-def _pe_config(pe: str, randomized: bool, max_len: int) -> PEConfig:
+def _pe_config(pe: str, randomized: bool, max_len: int) -> dict[str, Any]:
+    """The cell's encoding: `pe`, wrapped by `randomized` (positions from [0, max_len)) when asked."""
     if randomized:
-        return PEConfig(name="randomized", base=pe, max_len=max_len)
-    return PEConfig(name=pe, max_len=max_len)
+        return {"name": "randomized", "base": pe, "max_len": max_len}
+    return {"name": pe, "max_len": max_len} if pe == "learned" else {"name": pe}
 
 
 def _test_lengths(lo: int, hi: int, count: int) -> list[int]:
@@ -159,11 +159,9 @@ def _score(model: torch.nn.Module, layout: Layout, n: int, samples: int, seed: i
 def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, randomized: bool, seed: int,
              lr: float, threads: int = 0) -> list[dict[str, Any]]:
     """Train (or load) one model of the grid and score it at every test length; cached as JSON."""
-    from ..config import from_dict
-
     if threads:
         torch.set_num_threads(threads)
-    cfg: AlgorithmicConfig = from_dict(AlgorithmicConfig, cfg_dict)
+    cfg = validate(AlgorithmicConfig, cfg_dict)
     task = get_task(task_name)
     layout = Layout(protocol, task)
     enc = protocol == "encoder"

@@ -8,50 +8,62 @@ machine at hand, so it compares *scaling* and *ratios*, not absolute steps/s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
+from typing_extensions import Self
 
-from ..bench import bench_attention, crossover_lengths, scaling_exponents
+from ..attention import ATTENTION, AttentionSpec
+from ..bench.attention import BIAS_BACKENDS, bench_attention, crossover_lengths, scaling_exponents
 from ..claims import Measured, claim, select
-from ..config import notebook, spec
+from ..config import Config, one_of
 from ..errors import ConfigError
 
 NAME = "04_efficient_attention_speed"
-ALL = ("eager", "sdpa", "flex", "alibi/eager", "alibi/sdpa", "alibi/flex", "local", "linformer", "performer",
-       "linear", "fnet", "probsparse")
+# the papers' settings where a variant has parameters: Linformer Table 3 (k = 128 at n = 4096), Performer
+# and the local window at the same size
+PAPER_PARAMS = {"linformer": {"k": 128}, "performer": {"features": 128}, "local": {"window": 128}}
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class AttentionSpeedConfig:
+def every_variant() -> tuple[dict[str, object], ...]:
+    """Every registered attention path (exact and efficient), with the papers' parameters where they have any."""
+    names = sorted(ATTENTION.names(), key=lambda n: (not ATTENTION[n].exact, n))  # exact backends first
+    return tuple({"name": n, **PAPER_PARAMS.get(n, {})} for n in names)
+
+
+class AttentionSpeedConfig(Config):
     """Time and peak memory of one attention layer per variant and length."""
 
-    variants: tuple[str, ...] = spec(default_factory=lambda: ALL, choices=ALL)
-    lengths: tuple[int, ...] = spec(default_factory=lambda: (256, 512, 1024, 2048, 4096), ge=16)
-    batch: int = spec(2, ge=1)
-    heads: int = spec(4, ge=1)
-    head_dim: int = spec(32, ge=2)
-    causal: bool = spec(False, help="LRA's tasks are bidirectional (encoders)")
-    repeats: int = spec(5, ge=1)
-    warmup: int = spec(2, ge=0)
-    linformer_k: int = spec(128, ge=1, help="Linformer Table 3 uses k = 128 at n = 4096")
-    performer_features: int = spec(128, ge=1)
-    window: int = spec(128, ge=1)
+    variants: tuple[AttentionSpec, ...] = Field(default_factory=every_variant,
+                                                description="attention paths timed (default: every registered one)")
+    bias_backends: tuple[one_of(BIAS_BACKENDS), ...] = Field(
+        BIAS_BACKENDS, description="exact backends also timed with an ALiBi bias (alibi/<backend>)")
+    lengths: tuple[Annotated[int, Field(ge=16)], ...] = (256, 512, 1024, 2048, 4096)
+    batch: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    head_dim: int = Field(32, ge=2)
+    causal: bool = Field(False, description="LRA's tasks are bidirectional (encoders)")
+    repeats: int = Field(5, ge=1)
+    warmup: int = Field(2, ge=0)
     memory: bool = True
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if len(set(self.lengths)) < 2:
             raise ConfigError(f"lengths = {list(self.lengths)}: need at least two lengths to fit a scaling exponent")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"variants = {names}: duplicates")
+        return self
 
 
 def run(cfg: AttentionSpeedConfig, progress: bool = True) -> pd.DataFrame:
     """The timing grid (experiment=timing), scaling exponents and crossover lengths as one tidy frame."""
-    df = bench_attention(list(cfg.variants), tuple(sorted(cfg.lengths)), cfg.batch, cfg.heads, cfg.head_dim,
-                         cfg.causal, repeats=cfg.repeats, warmup=cfg.warmup, memory=cfg.memory, progress=progress,
-                         variant_params={"k": cfg.linformer_k, "features": cfg.performer_features,
-                                         "window": cfg.window})
+    df = bench_attention(cfg.variants, tuple(sorted(cfg.lengths)), cfg.batch, cfg.heads, cfg.head_dim, cfg.causal,
+                         repeats=cfg.repeats, warmup=cfg.warmup, memory=cfg.memory, progress=progress,
+                         bias_backends=cfg.bias_backends)
     parts = [df.assign(experiment="timing"), scaling_exponents(df).assign(experiment="exponent")]
     for mode in ("fwd", "fwd+bwd"):
         parts.append(crossover_lengths(df, "eager", mode).assign(experiment="crossover"))

@@ -11,21 +11,22 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from .. import analysis as A
 from ..claims import Measured, claim, select
-from ..config import ModelConfig, PEConfig, TrainConfig, load, notebook, spec
+from ..config import Config, one_of, replace
 from ..data import load_corpus, random_batch
 from ..evaluate import nonoverlapping
-from ..model import build_model
+from ..model import ModelConfig, build_model
 from ..positional import PEDims, build_encoding
 from ..tasks.base import get_task
-from ..train import lm_batches, train, train_or_load
+from ..train import TrainConfig, lm_batches, train, train_or_load
 from . import lm_extrapolation as lm
 from .algorithmic import Layout, _rng, _score
 
@@ -33,27 +34,23 @@ NAME = "07_attention_scaling_and_rope_extension"
 ROPE_METHODS = ("rope", "linear", "dynamic", "yarn", "llama3")
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class ExtensionConfig:
+class ExtensionConfig(Config):
     """Part (a) trains its own small models; parts (b) and (c) reuse notebook 02's models (same profile)."""
 
-    cc_tasks: tuple[str, ...] = spec(default_factory=lambda: ("first", "parity_check"),
-                                     choices=("first", "parity_check"))
-    cc_train_max_length: int = spec(100, ge=2, help="Chiang & Cholak: train on n <= 100")
-    cc_test_lengths: tuple[int, ...] = spec(default_factory=lambda: (100, 200, 500, 1000), ge=1)
-    cc_model: ModelConfig = field(default_factory=lambda: ModelConfig(mode="encoder", d_model=16, n_layers=2,
+    cc_tasks: tuple[one_of(("first", "parity_check")), ...] = ("first", "parity_check")
+    cc_train_max_length: int = Field(100, ge=2, description="Chiang & Cholak: train on n <= 100")
+    cc_test_lengths: tuple[Annotated[int, Field(ge=1)], ...] = (100, 200, 500, 1000)
+    cc_model: ModelConfig = Field(default_factory=lambda: ModelConfig(mode="encoder", d_model=16, n_layers=2,
                                                                       n_heads=1, d_ff=32, max_len=4096))
-    cc_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup=100,
+    cc_train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup=100,
                                                                        weight_decay=0.0, checkpoint_every=500))
-    cc_eval_samples: int = spec(256, ge=1)
-    align_encodings: tuple[str, ...] = spec(default_factory=lambda: ("t5", "alibi"), choices=("t5", "alibi", "kerple",
-                                                                                               "fire"))
-    align_sequences: int = spec(8, ge=1, help="windows used to match attention entropy")
-    rope_methods: tuple[str, ...] = spec(default_factory=lambda: ROPE_METHODS, choices=ROPE_METHODS)
-    finetune_steps: int = spec(100, ge=0, help="fine-tune at 2L for this many steps (0: skip)")
-    finetune_lr: float = spec(2e-4, gt=0)
-    max_tokens: int = spec(16384, ge=1, help="tokens scored per evaluation length")
+    cc_eval_samples: int = Field(256, ge=1)
+    align_encodings: tuple[one_of(("t5", "alibi", "kerple", "fire")), ...] = ("t5", "alibi")
+    align_sequences: int = Field(8, ge=1, description="windows used to match attention entropy")
+    rope_methods: tuple[one_of(ROPE_METHODS), ...] = ROPE_METHODS
+    finetune_steps: int = Field(100, ge=0, description="fine-tune at 2L for this many steps (0: skip)")
+    finetune_lr: float = Field(2e-4, gt=0)
+    max_tokens: int = Field(16384, ge=1, description="tokens scored per evaluation length")
 
 
 # ----------------------------------------------------------------------------- (a) log-length scaling
@@ -67,7 +64,8 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
         layout = Layout("encoder", task, prefix_tape=True)  # read at position 0, as Chiang & Cholak
         mcfg = replace(cfg.cc_model, vocab_size=layout.vocab_size)
         for scaled in (False, True):
-            pe = PEConfig(name="sinusoidal", log_length_scaling=scaled)
+            mcfg = replace(mcfg, log_length_scaling=scaled)
+            pe = "sinusoidal"
 
             def batch_fn(step: int, gen: torch.Generator, layout: Layout = layout):  # noqa: ANN202
                 rng = _rng(gen)
@@ -90,14 +88,14 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
 
 def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """bpb by length for bias-PE models of notebook 02, with and without entropy-matched temperature."""
-    c02 = load(lm.NAME, profile)
+    c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
     L = c02.train.seq_len
     g = torch.Generator().manual_seed(0)
     x_l, _ = random_batch(corpus.valid, cfg.align_sequences, L, g)
     rows = []
     for enc in cfg.align_encodings:
-        model = lm.train_one(c02, corpus, enc, progress)[0]
+        model = lm.train_one(c02, corpus, lm.find(c02, enc), progress)[0]
         for n in c02.lengths:
             x_n, _ = random_batch(corpus.valid, max(1, cfg.align_sequences * L // n), n, g)
             s = 1.0 if n <= L else A.align_temperature(model, x_l, x_n)
@@ -119,17 +117,18 @@ def with_encoding(model: torch.nn.Module, method: str, factor: float, original: 
     m = copy.copy(model)
     m._modules = dict(model._modules)  # a new module table: the original keeps its own encoding
     d = model.cfg.d_model // model.cfg.n_heads
-    m.pe = build_encoding(PEConfig(name=method, factor=max(1.0, factor), original_max_len=original),
-                          PEDims(model.cfg.d_model, model.cfg.n_heads, d, causal=True))
+    spec = {"name": method} if method == "rope" else {"name": method, "factor": max(1.0, factor),
+                                                         "original_max_len": original}
+    m.pe = build_encoding(spec, PEDims(model.cfg.d_model, model.cfg.n_heads, d, causal=True))
     return m
 
 
 def run_rope(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """bpb at L..16L of notebook 02's RoPE model under each extension method, before and after fine-tuning."""
-    c02 = load(lm.NAME, profile)
+    c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
     L = c02.train.seq_len
-    base = lm.train_one(c02, corpus, "rope", progress)[0]
+    base = lm.train_one(c02, corpus, lm.find(c02, "rope"), progress)[0]
     rows = []
 
     def evaluate(model: torch.nn.Module, method: str, finetuned: bool, min_factor: float) -> None:

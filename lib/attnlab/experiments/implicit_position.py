@@ -8,15 +8,14 @@ notebook 02 has run). Measurements live in attnlab.analysis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from .. import analysis as A
 from ..claims import Measured, claim, select
-from ..config import load, notebook, spec
+from ..config import Config, replace
 from ..data import load_corpus, random_batch
 from ..model import build_model
 from ..train import train_or_load
@@ -26,22 +25,20 @@ NAME = "06_implicit_position"
 MASK = 256  # the [MASK] byte of the masked-LM encoder (vocabulary 257)
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class ImplicitPositionConfig:
+class ImplicitPositionConfig(Config):
     """Probe sizes; the models and their training come from notebook 02 at the same profile."""
 
-    probe_sequences: int = spec(64, ge=4, help="test-split windows probed (half fit the probe, half score it)")
-    probe_length: int = spec(0, ge=0, help="0: notebook 02's training length L")
-    max_distance: int = spec(64, ge=1)
-    mask_rate: float = spec(0.15, gt=0, le=0.9, help="masked-LM rate for the encoder")
-    ridge: float = spec(1e-3, gt=0)
-    seed: int = spec(0, ge=0)
+    probe_sequences: int = Field(64, ge=4, description="test-split windows probed (half fit the probe, half score it)")
+    probe_length: int = Field(0, ge=0, description="0: notebook 02's training length L")
+    max_distance: int = Field(64, ge=1)
+    mask_rate: float = Field(0.15, gt=0, le=0.9, description="masked-LM rate for the encoder")
+    ridge: float = Field(1e-3, gt=0)
+    seed: int = Field(0, ge=0)
 
 
 def models(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> dict[tuple[str, str], torch.nn.Module]:
     """{(model, state): module} for causal NoPE, encoder NoPE and causal RoPE, at init and trained."""
-    c02 = load(lm.NAME, profile)
+    c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
     out: dict[tuple[str, str], torch.nn.Module] = {}
     for label, pe in (("causal NoPE", "none"), ("causal RoPE", "rope")):
@@ -68,7 +65,7 @@ def models(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> 
 
 def run(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """Probe R^2 per layer, attention-output variance by position, cosine similarity by distance."""
-    c02 = load(lm.NAME, profile)
+    c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
     t = cfg.probe_length or c02.train.seq_len
     x, _ = random_batch(corpus.test, cfg.probe_sequences, t, torch.Generator().manual_seed(cfg.seed))

@@ -8,17 +8,19 @@ attention (model.pad_id; FNet, which has no attention, mixes them as published).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
+from typing_extensions import Self
 
+from ..attention import AttentionSpec
 from ..claims import Measured, claim, select
-from ..config import ModelConfig, PEConfig, TrainConfig, notebook, spec
+from ..config import Config, replace
 from ..errors import ConfigError
-from ..model import build_model
+from ..model import ModelConfig, build_model
+from ..positional import PESpec
 from ..tasks import listops as L
-from ..train import TrainingDiverged, train_or_load
+from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
 VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse")
@@ -29,32 +31,33 @@ PAPER_ACC = {"Transformer": 36.37, "Local Attention": 15.82, "Linformer": 35.70,
              "Linear Trans.": 16.13, "FNet": 35.33}
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class ListOpsConfig:
+class ListOpsConfig(Config):
     """ListOps generation, model and training per attention variant."""
 
-    variants: tuple[str, ...] = spec(default_factory=lambda: VARIANTS, choices=VARIANTS)
-    n_train: int = spec(6000, ge=10)
-    n_test: int = spec(1000, ge=10)
-    min_length: int = spec(500, ge=0, help="LRA: 500 < length < 2000")
-    max_length: int = spec(2000, ge=3)
-    max_depth: int = spec(10, ge=1)
-    max_args: int = spec(10, ge=2)
-    data_seed: int = spec(0, ge=0)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+    variants: tuple[AttentionSpec, ...] = Field(default_factory=lambda: VARIANTS,
+                                                description="one model per attention path (name, or name + parameters)")
+    n_train: int = Field(6000, ge=10)
+    n_test: int = Field(1000, ge=10)
+    min_length: int = Field(500, ge=0, description="LRA: 500 < length < 2000")
+    max_length: int = Field(2000, ge=3)
+    max_depth: int = Field(10, ge=1)
+    max_args: int = Field(10, ge=2)
+    data_seed: int = Field(0, ge=0)
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(
         mode="encoder", vocab_size=len(L.VOCAB), d_model=64, n_layers=2, n_heads=2, d_ff=128, pad_id=L.PAD))
-    pe: PEConfig = field(default_factory=lambda: PEConfig(name="sinusoidal"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup=100,
+    pe: PESpec = "sinusoidal"
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup=100,
                                                                     weight_decay=0.01))
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.model.mode != "encoder":
             raise ConfigError(f"model.mode = {self.model.mode!r}: ListOps uses encoders; valid: encoder")
         if self.model.vocab_size < len(L.VOCAB):
             raise ConfigError(f"model.vocab_size = {self.model.vocab_size}: must be >= {len(L.VOCAB)}")
         if self.min_length >= self.max_length - 1:
             raise ConfigError(f"min_length = {self.min_length}: must be < max_length - 1 = {self.max_length - 1}")
+        return self
 
     @property
     def lra_scale(self) -> bool:
@@ -108,17 +111,18 @@ def run(cfg: ListOpsConfig, progress: bool = True) -> pd.DataFrame:
     rows: list[dict[str, object]] = [{"experiment": "baseline", "variant": "majority class", "accuracy": majority}]
     for v in cfg.variants:
         mcfg = replace(cfg.model, attention=v, max_len=width)
+        name = LABELS.get(v.name, v.name)
         torch.manual_seed(cfg.train.seed)
         model = build_model(mcfg, cfg.pe)
         try:
             model, tr = train_or_load(model, _batches(train_data, cfg.train.batch_size), cfg.train, mcfg, cfg.pe,
                                       {"listops": [cfg.n_train, cfg.min_length, cfg.max_length, cfg.max_depth,
-                                                   cfg.max_args, cfg.data_seed]}, progress=progress, desc=v)
+                                                   cfg.max_args, cfg.data_seed]}, progress=progress, desc=name)
         except TrainingDiverged as e:
-            rows.append({"experiment": "accuracy", "variant": LABELS[v], "attention": v, "status": "failed",
+            rows.append({"experiment": "accuracy", "variant": name, "attention": v.name, "status": "failed",
                          "error": str(e)})
             continue
-        rows.append({"experiment": "accuracy", "variant": LABELS[v], "attention": v, "status": tr.status,
+        rows.append({"experiment": "accuracy", "variant": name, "attention": v.name, "status": tr.status,
                      "accuracy": accuracy(model, test), "train_accuracy": accuracy(model, L.ListOpsData(
                          train_data.inputs[: cfg.n_test], train_data.labels[: cfg.n_test],
                          train_data.lengths[: cfg.n_test])),

@@ -7,47 +7,43 @@ small numbers, so claims are stated as ratios of bits per byte, fixed below befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
+from typing_extensions import Self
 
-from ..bench import interleaved_medians, train_step_timer
+from ..bench.timing import interleaved_medians
+from ..bench.train import train_step_timer
 from ..claims import Measured, claim, select
-from ..config import DataConfig, EvalConfig, ModelConfig, PEConfig, TrainConfig, notebook, spec
-from ..data import Corpus, check_sizes, load_corpus
+from ..config import Config, load, one_of
+from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
-from ..evaluate import by_length
-from ..model import build_model
-from ..positional import ENCODINGS
-from ..train import TrainingDiverged, lm_batches, train_or_load
+from ..evaluate import EvalConfig, by_length
+from ..model import ModelConfig, build_model
+from ..positional import ENCODINGS, PESpec
+from ..train import TrainConfig, TrainingDiverged, lm_batches, train_or_load
 
 NAME = "02_lm_length_extrapolation"
 
 
-def _pe_names() -> list[str]:
-    return ENCODINGS.names()
-
-
-@notebook(NAME)
-@dataclass(frozen=True)
-class LMExtrapolationConfig:
+class LMExtrapolationConfig(Config):
     """Train causal LMs at length L (train.seq_len), evaluate at multiples of L."""
 
-    encodings: tuple[str, ...] = spec(
+    encodings: tuple[PESpec, ...] = Field(
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
-                                 "randomized"), choices=_pe_names)
-    randomized_base: str = spec("rope", choices=_pe_names, help="encoding wrapped by `randomized`")
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pe: PEConfig = field(default_factory=PEConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    batch_tokens: int = spec(16384, ge=1, help="evaluation tokens per forward batch (memory bound)")
-    speed_rounds: int = spec(6, ge=0, help="interleaved rounds of the training-speed benchmark (0: none)")
-    speed_steps: int = spec(3, ge=1, help="training steps per encoding and round of the speed benchmark")
+                                 "randomized"),
+        description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
+    randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    batch_tokens: int = Field(16384, ge=1, description="evaluation tokens per forward batch (memory bound)")
+    speed_rounds: int = Field(6, ge=0, description="interleaved rounds of the training-speed benchmark (0: none)")
+    speed_steps: int = Field(3, ge=1, description="training steps per encoding and round of the speed benchmark")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.model.mode != "decoder":
             raise ConfigError(f"model.mode = {self.model.mode!r}: this notebook trains causal LMs; valid: decoder")
         if self.randomized_base == "randomized":
@@ -55,26 +51,39 @@ class LMExtrapolationConfig:
         if self.train.seq_len not in self.eval.lengths:
             raise ConfigError(f"eval.lengths = {list(self.eval.lengths)}: must include the training length "
                               f"train.seq_len = {self.train.seq_len}")
-        if len(set(self.encodings)) != len(self.encodings):
-            raise ConfigError(f"encodings = {list(self.encodings)}: duplicates")
+        labels = [label(self, e) for e in self.encodings]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"encodings = {labels}: duplicates")
+        return self
 
     @property
     def lengths(self) -> list[int]:
         return sorted(self.eval.lengths)
 
 
-def label(cfg: LMExtrapolationConfig, name: str) -> str:
-    return f"randomized({cfg.randomized_base})" if name == "randomized" else name
+def load_config(profile: str) -> LMExtrapolationConfig:
+    """Notebook 02's config at `profile` (notebooks 06-07 reuse its models)."""
+    return load(LMExtrapolationConfig, NAME, profile)
 
 
-def pe_config(cfg: LMExtrapolationConfig, name: str) -> PEConfig:
-    """The PE of one model: learned gets a table of L; randomized draws from [0, 16L)."""
-    pe = replace(cfg.pe, name=name, base=cfg.randomized_base, original_max_len=cfg.train.seq_len)
-    if name == "learned":
-        pe = replace(pe, max_len=cfg.train.seq_len)
-    if name == "randomized":
-        pe = replace(pe, max_len=max(cfg.lengths))
-    return pe
+def label(cfg: LMExtrapolationConfig, spec: PESpec) -> str:
+    """The name a model goes by in tables and figures."""
+    return f"randomized({cfg.randomized_base})" if spec.name == "randomized" else spec.name
+
+
+def find(cfg: LMExtrapolationConfig, name: str) -> PESpec:
+    """The entry of `cfg.encodings` named `name`, or that encoding with its default parameters."""
+    return next((e for e in cfg.encodings if e.name == name), PESpec.model_validate(name))
+
+
+def pe_config(cfg: LMExtrapolationConfig, spec: PESpec | str) -> PESpec:
+    """The PE of one model: RoPE scalings know L; learned gets a table of L; randomized draws from [0, 16L)."""
+    spec = PESpec.model_validate(spec).adapt(original_max_len=cfg.train.seq_len)
+    if spec.name == "learned":
+        spec = spec.with_params(max_len=cfg.train.seq_len)
+    if spec.name == "randomized":
+        spec = spec.with_params(base=cfg.randomized_base, max_len=max(cfg.lengths))
+    return spec
 
 
 def check(cfg: LMExtrapolationConfig, corpus: Corpus) -> None:
@@ -82,13 +91,13 @@ def check(cfg: LMExtrapolationConfig, corpus: Corpus) -> None:
     check_sizes(corpus, cfg.train.seq_len, max(cfg.lengths))
 
 
-def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, name: str, progress: bool = True):  # noqa: ANN201
-    """Train (or load from the model cache) the LM with encoding `name`; returns (model, TrainResult)."""
+def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, spec: PESpec | str, progress: bool = True):  # noqa: ANN201
+    """Train (or load from the model cache) the LM with encoding `spec`; returns (model, TrainResult)."""
     torch.manual_seed(cfg.train.seed)
-    pe = pe_config(cfg, name)
+    pe = pe_config(cfg, spec)
     model = build_model(cfg.model, pe)
     return train_or_load(model, lm_batches(corpus.train, cfg.train.batch_size, cfg.train.seq_len), cfg.train,
-                         cfg.model, pe, cfg.data, progress=progress, desc=label(cfg, name))
+                         cfg.model, pe, cfg.data, progress=progress, desc=label(cfg, pe))
 
 
 def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
@@ -99,10 +108,10 @@ def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
     x, y, _ = lm_batches(corpus.train, cfg.train.batch_size, cfg.train.seq_len)(0, torch.Generator().manual_seed(0))
     x, y = x.to(device), y.to(device)
     timers = {}
-    for name in cfg.encodings:
+    for spec in cfg.encodings:
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, pe_config(cfg, name)).to(device)
-        timers[label(cfg, name)] = train_step_timer(model, model.loss, x, y, compile=cfg.train.compile)
+        model = build_model(cfg.model, pe_config(cfg, spec)).to(device)
+        timers[label(cfg, spec)] = train_step_timer(model, model.loss, x, y, compile=cfg.train.compile)
     med = interleaved_medians(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2)
     return pd.DataFrame([{"experiment": "speed", "encoding": n, "step_time_s": t, "tokens_per_s": x.numel() / t,
                           "rounds": cfg.speed_rounds, "steps_per_round": cfg.speed_steps} for n, t in med.items()])
@@ -113,10 +122,10 @@ def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool
     corpus = corpus or load_corpus(cfg.data)
     check(cfg, corpus)
     frames = []
-    for name in cfg.encodings:
-        lab = label(cfg, name)
+    for spec in cfg.encodings:
+        lab = label(cfg, spec)
         try:
-            model, tr = train_one(cfg, corpus, name, progress)
+            model, tr = train_one(cfg, corpus, spec, progress)
         except TrainingDiverged as e:
             frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "status": "failed",
                                          "error": str(e)}]))
@@ -124,7 +133,7 @@ def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool
         torch.manual_seed(cfg.train.seed + 1)  # randomized positions at test time are drawn too
         ev = by_length(model, corpus.test, cfg.lengths, cfg.eval.max_tokens, sliding_stride=cfg.eval.sliding_stride,
                        sliding_tokens=cfg.eval.sliding_tokens, batch_tokens=cfg.batch_tokens,
-                       max_position=model.pe.max_positions if name == "learned" else None)
+                       max_position=model.pe.max_positions if spec.name == "learned" else None)
         ev.insert(0, "encoding", lab)
         ev.insert(0, "experiment", "eval")
         ev["train_length"] = cfg.train.seq_len

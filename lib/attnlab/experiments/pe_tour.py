@@ -6,14 +6,15 @@ the notebook plots and the claims below check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
+from typing_extensions import Self
 
 from ..claims import Measured, claim, select
-from ..config import PEConfig, notebook, spec
+from ..config import Config
+from ..errors import ConfigError
 from ..positional import (
     PEDims,
     alibi_slopes,
@@ -28,31 +29,29 @@ NAME = "01_positional_encodings"
 BIAS_ENCODINGS = ("alibi", "t5", "kerple", "fire", "shaw")
 
 
-@notebook(NAME)
-@dataclass(frozen=True)
-class PETourConfig:
+class PETourConfig(Config):
     """Parameters of notebook 01 (no training; all sizes are analysis sizes)."""
 
-    head_dim: int = spec(128, ge=2, help="RoPE/XPos head size (RoFormer Fig. 2 uses 128)")
-    d_model: int = spec(128, ge=2, help="sinusoidal embedding size")
-    n_heads: int = spec(8, ge=1)
-    max_distance: int = spec(256, ge=8, help="distances for decay and resolution curves")
-    bias_length: int = spec(64, ge=2, help="size of the bias matrices shown")
-    offset_trials: int = spec(64, ge=1, help="random (q, k, m, n, shift) draws for offset-only tests")
-    max_heads_checked: int = spec(64, ge=1, help="ALiBi slopes checked against BLOOM for 1..N heads")
-    t5_range: int = spec(300, ge=1, help="T5 buckets checked over -R..R")
-    randomized_max_len: int = spec(256, ge=2)
-    randomized_length: int = spec(16, ge=1)
-    seed: int = spec(0, ge=0)
+    head_dim: int = Field(128, ge=2, description="RoPE/XPos head size (RoFormer Fig. 2 uses 128)")
+    d_model: int = Field(128, ge=2, description="sinusoidal embedding size")
+    n_heads: int = Field(8, ge=1)
+    max_distance: int = Field(256, ge=8, description="distances for decay and resolution curves")
+    bias_length: int = Field(64, ge=2, description="size of the bias matrices shown")
+    offset_trials: int = Field(64, ge=1, description="random (q, k, m, n, shift) draws for offset-only tests")
+    max_heads_checked: int = Field(64, ge=1, description="ALiBi slopes checked against BLOOM for 1..N heads")
+    t5_range: int = Field(300, ge=1, description="T5 buckets checked over -R..R")
+    randomized_max_len: int = Field(256, ge=2)
+    randomized_length: int = Field(16, ge=1)
+    seed: int = Field(0, ge=0)
 
-    def __post_init__(self) -> None:
-        from ..errors import ConfigError
-
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.head_dim % 2 or self.d_model % 2:
-            raise ConfigError("head_dim and d_model must be even")
+            raise ConfigError(f"head_dim = {self.head_dim}, d_model = {self.d_model}: both must be even")
         if self.randomized_length > self.randomized_max_len:
             raise ConfigError(f"randomized_length = {self.randomized_length}: must be <= randomized_max_len "
                               f"= {self.randomized_max_len}")
+        return self
 
 
 def rope_decay_bound(head_dim: int, max_distance: int, theta: float = 10000.0) -> np.ndarray:
@@ -65,7 +64,8 @@ def rope_decay_bound(head_dim: int, max_distance: int, theta: float = 10000.0) -
 
 def expected_scores(encoding: str, head_dim: int, max_distance: int, gamma: float = 512.0) -> np.ndarray:
     """Score q.k with q = k = 1 at distance n = 0..N, averaged over dimension pairs (RoPE / XPos)."""
-    pe = build_encoding(PEConfig(name=encoding, xpos_gamma=gamma), PEDims(head_dim, 1, head_dim))
+    pe = build_encoding({"name": encoding, "gamma": gamma} if encoding == "xpos" else encoding,
+                        PEDims(head_dim, 1, head_dim))
     n = max_distance + 1
     pos = torch.arange(n)
     rot = pe.rotation(pos)
@@ -98,7 +98,7 @@ def decay_curves(cfg: PETourConfig) -> pd.DataFrame:
 def offset_invariance(cfg: PETourConfig) -> pd.DataFrame:
     """Max relative change of q.k (RoPE) and PE(m).PE(n) (sinusoidal) when both positions shift."""
     g = torch.Generator().manual_seed(cfg.seed)
-    pe = build_encoding(PEConfig(name="rope"), PEDims(cfg.head_dim, 1, cfg.head_dim))
+    pe = build_encoding("rope", PEDims(cfg.head_dim, 1, cfg.head_dim))
     rope_err, sin_err, scale_r, scale_s = 0.0, 0.0, 0.0, 0.0
     for _ in range(cfg.offset_trials):
         q = torch.randn(1, 1, 1, cfg.head_dim, generator=g)
@@ -162,7 +162,7 @@ def bias_matrices(cfg: PETourConfig, causal: bool = True) -> dict[str, np.ndarra
     pos = torch.arange(cfg.bias_length)
     out = {}
     for name in BIAS_ENCODINGS:
-        pe = build_encoding(PEConfig(name=name), PEDims(cfg.n_heads * 16, cfg.n_heads, 16, causal))
+        pe = build_encoding(name, PEDims(cfg.n_heads * 16, cfg.n_heads, 16, causal))
         with torch.no_grad():
             b = pe.bias(pos, pos)
             if pe.query_dependent:
@@ -177,7 +177,7 @@ def bias_matrices(cfg: PETourConfig, causal: bool = True) -> dict[str, np.ndarra
 
 def randomized_positions(cfg: PETourConfig, draws: int = 8) -> pd.DataFrame:
     """Draws of the randomized-PE positions (Ruoss et al. 2023): sorted, distinct, in [0, L_max)."""
-    pe = build_encoding(PEConfig(name="randomized", base="rope", max_len=cfg.randomized_max_len),
+    pe = build_encoding({"name": "randomized", "base": "rope", "max_len": cfg.randomized_max_len},
                         PEDims(cfg.head_dim, 1, cfg.head_dim))
     g = torch.Generator().manual_seed(cfg.seed)
     rows = []

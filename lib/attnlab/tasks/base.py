@@ -72,14 +72,9 @@ def task(name: str, level: str):  # noqa: ANN201
 
 def get_task(name: str) -> Task:
     """The task registered as `name` (ConfigError listing the valid names otherwise)."""
-    _load_all()
     return TASKS.get(name, "task")()
 
 
 def task_names(level: str | None = None) -> list[str]:
-    _load_all()
     return [n for n, c in TASKS.items() if level is None or c.level == level]
 
-
-def _load_all() -> None:
-    from . import cs, dcf, decoder, formal, regular  # noqa: F401

@@ -1,0 +1,1 @@
+"""Benchmarks (never timed tests): warm-up, interleaved rounds, medians, correctness checked first."""

@@ -1,0 +1,161 @@
+"""The three positional-encoding interfaces, the registry and what every encoding shares.
+
+Interfaces (the model dispatches on ``kind``, never on class names):
+
+* ``additive`` -- ``embed(positions) -> (T, d_model)`` added to token embeddings;
+* ``bias``     -- ``bias(q_pos, k_pos) -> (H, Tq, Tk)`` added to attention logits (after the
+  1/sqrt(d) scaling), optionally also ``score_mod(q_pos, k_pos)`` for FlexAttention; a
+  query-dependent bias (Shaw) sets ``query_dependent`` and returns ``(Tq, Tk, D)`` relative
+  key vectors that the attention contracts with q;
+* ``rotary``   -- ``rotation(positions) -> Rotation`` that rotates (and scales) q and k.
+
+Positions are explicit ``(T,)`` tensors shared across the batch. The model computes the tables
+once per forward pass and shares them across layers. A new encoding is one file: a subclass of
+``PositionalEncoding`` with a nested ``Params`` config and one ``@ENCODINGS.register`` line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Component, Config, NoParams
+from ..registry import Registry
+
+Kind = Literal["none", "additive", "bias", "rotary"]
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class PEDims:
+    """Model sizes a positional encoding needs."""
+
+    d_model: int
+    n_heads: int
+    head_dim: int
+    causal: bool = True
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What rotates q and k: split-half cos/sin tables (T, D) and optional XPos scales (T, D)."""
+
+    cos: Tensor
+    sin: Tensor
+    q_scale: Tensor | None = None
+    k_scale: Tensor | None = None
+
+
+@runtime_checkable
+class AdditivePE(Protocol):
+    kind: ClassVar[str]
+
+    def embed(self, positions: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class BiasPE(Protocol):
+    kind: ClassVar[str]
+    query_dependent: ClassVar[bool]
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class RotaryPE(Protocol):
+    kind: ClassVar[str]
+
+    def rotation(self, positions: Tensor) -> Rotation: ...
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: holds its parameters and the model's dims; default positions are 0..T-1."""
+
+    Params: ClassVar[type[Config]] = NoParams
+    kind: ClassVar[Kind] = "none"
+    query_dependent: ClassVar[bool] = False
+    max_positions: int | None = None  # largest position + 1 the encoding can represent
+
+    def __init__(self, params: Config, dims: PEDims) -> None:
+        super().__init__()
+        self.params, self.dims = params, dims
+        self.name = ENCODINGS.name_of(type(self))
+
+    def default_positions(self, length: int, device: torch.device | str = "cpu") -> Tensor:
+        """Positions used when the caller passes none: 0..T-1."""
+        return torch.arange(length, device=device)
+
+    def check_positions(self, positions: Tensor) -> None:
+        if self.max_positions is not None and positions.numel() and int(positions.max()) >= self.max_positions:
+            raise ValueError(f"{self.name}: position {int(positions.max())} is beyond this encoding's table "
+                             f"(max_len = {self.max_positions})")
+
+
+ENCODINGS: Registry[type[PositionalEncoding]] = Registry("positional encoding")
+
+
+class PESpec(Component):
+    """A positional encoding: a name from ENCODINGS and that encoding's own parameters."""
+
+    registry = ENCODINGS
+    default = "rope"
+
+
+def build_encoding(spec: PESpec | str, dims: PEDims) -> PositionalEncoding:
+    """Instantiate the encoding of `spec` (a PESpec, or a name with default parameters)."""
+    spec = PESpec.model_validate(spec)
+    return spec.cls(spec.params, dims)
+
+
+@ENCODINGS.register("none")
+class NoPE(PositionalEncoding):
+    """No positional encoding (NoPE; Kazemnejad et al. 2023)."""
+
+    kind: ClassVar[Kind] = "none"
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension (split-half RoPE layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
+    """Rotate x (B, H, T, D) by position (RoFormer eq. 34, split-half layout); XPos scales q/k."""
+    out = x * rot.cos.to(x.dtype) + rotate_half(x) * rot.sin.to(x.dtype)
+    scale = rot.q_scale if which == "q" else rot.k_scale
+    return out if scale is None else out * scale.to(x.dtype)
+
+
+def position_fn(pos: Tensor) -> Callable[[Tensor], Tensor]:
+    """idx -> pos[idx] for a score_mod; pure index arithmetic when `pos` is a contiguous range (the common
+    case), so the fused kernel needs no gathers."""
+    if pos.numel() < 2 or bool((pos[1:] - pos[:-1] == 1).all()):
+        start = int(pos[0]) if pos.numel() else 0
+        return lambda i: i + start
+    return lambda i: pos[i]
+
+
+def relative_fn(q_pos: Tensor, k_pos: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """(q_idx, k_idx) -> q_pos[q_idx] - k_pos[k_idx] for a score_mod (see position_fn)."""
+    q, k = position_fn(q_pos), position_fn(k_pos)
+    return lambda qi, ki: q(qi) - k(ki)
+
+
+def score_mod_of(pe: PositionalEncoding, q_pos: Tensor, k_pos: Tensor) -> ScoreMod | None:
+    """The FlexAttention score_mod of a bias encoding, or None where it has none (then: materialize)."""
+    fn = getattr(pe, "score_mod", None)
+    return fn(q_pos, k_pos) if fn is not None and pe.kind == "bias" and not pe.query_dependent else None
+
+
+def log_length_scale(n: int) -> float:
+    """Chiang & Cholak (2022): multiply attention logits by log n (n = sequence length)."""
+    return math.log(max(n, 2))
