@@ -163,7 +163,8 @@ def test_encoder_with_pad_id_ignores_padding(attention, pe):
 
 
 def test_rotary_attention_equals_llama_rope_attention():
-    """The model's rotary attention (split-half layout) equals transformers' Llama RoPE attention."""
+    """The model rotates RoFormer's pairs (x_2i, x_2i+1); read in the split-half layout (a fixed permutation of
+    each head's dimensions) its attention equals transformers' Llama RoPE attention."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     m = tiny("rope")
@@ -173,10 +174,12 @@ def test_rotary_attention_equals_llama_rope_attention():
     with torch.no_grad():
         out = attn(x, m.position_context(pos, t))
         q, k, v = attn.qkv(x).view(2, t, 3, h, d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        to_split = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # pairs (2i, 2i+1) -> (i, i + D/2)
         r = m.pe.rotation(pos)
-        q, k = apply_rotary_pos_emb(q, k, r.cos[None], r.sin[None])
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        ref = attn.out(y.transpose(1, 2).reshape(2, t, 32))
+        cos, sin = torch.cat((r.cos, r.cos), -1), torch.cat((r.sin, r.sin), -1)  # Llama's split-half tables
+        q, k = apply_rotary_pos_emb(q[..., to_split], k[..., to_split], cos[None], sin[None])
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v[..., to_split], is_causal=True)
+        ref = attn.out(y[..., torch.argsort(to_split)].transpose(1, 2).reshape(2, t, 32))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 

@@ -13,7 +13,6 @@ from attnlab.positional import (
     alibi_slopes,
     apply_rotation,
     build_encoding,
-    rotate_half,
     t5_relative_bucket,
 )
 
@@ -62,7 +61,7 @@ def test_interface_shapes(name):
         assert b.shape == ((10, 10, DIMS.head_dim) if pe.query_dependent else (DIMS.n_heads, 10, 10))
     elif pe.kind == "rotary":
         r = pe.rotation(pos)
-        assert r.cos.shape == r.sin.shape == (10, DIMS.head_dim)
+        assert r.cos.shape == r.sin.shape == (10, DIMS.head_dim // 2)
     else:
         assert pe.kind == "none"
 
@@ -123,30 +122,42 @@ def test_xpos_decays_relative_to_rope():
     assert torch.all(prod < 1) and torch.all(prod > 0)
 
 
-def test_rope_matches_transformers_llama():
+TO_SPLIT = torch.cat([torch.arange(0, 8, 2), torch.arange(1, 8, 2)])  # pairs (2i, 2i+1) -> (i, i + D/2)
+
+
+@pytest.mark.parametrize("name", ["rope", "xpos", "linear", "yarn", "llama3", "dynamic"])
+def test_rotation_matches_transformers_llama_after_the_layout_permutation(name):
+    """transformers' Llama rotates (x_i, x_i+D/2); ours (x_2i, x_2i+1), RoFormer's layout: the same map after a
+    fixed permutation of each head's dimensions. Its cos/sin (split-half, (T, D)) repeat ours."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    pe = make("rope")
-    pos = torch.arange(20)
+    pe = make(name)
+    pos = torch.arange(100)
     r = pe.rotation(pos)
-    q, k = torch.randn(2, 4, 20, 8), torch.randn(2, 4, 20, 8)
-    ref_q, ref_k = apply_rotary_pos_emb(q, k, r.cos[None], r.sin[None])
-    torch.testing.assert_close(apply_rotation(q, r, "q"), ref_q)
-    torch.testing.assert_close(apply_rotation(k, r, "k"), ref_k)
-    # and the cos/sin equal Llama's own rotary embedding
+    q, k = torch.randn(2, 4, 100, 8), torch.randn(2, 4, 100, 8)
+    cos, sin = torch.cat((r.cos, r.cos), -1), torch.cat((r.sin, r.sin), -1)
+    ref_q, ref_k = apply_rotary_pos_emb(q[..., TO_SPLIT], k[..., TO_SPLIT], cos[None], sin[None])
+    if r.q_scale is not None:  # XPos: q and k scaled per frequency
+        ref_q, ref_k = ref_q * torch.cat((r.q_scale, r.q_scale), -1), ref_k * torch.cat((r.k_scale, r.k_scale), -1)
+    torch.testing.assert_close(apply_rotation(q, r, "q")[..., TO_SPLIT], ref_q)
+    torch.testing.assert_close(apply_rotation(k, r, "k")[..., TO_SPLIT], ref_k)
+
+
+def test_rope_tables_equal_llamas_rotary_embedding():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+    pos = torch.arange(20)
+    r = make("rope").rotation(pos)
     emb = LlamaRotaryEmbedding(LlamaConfig(hidden_size=32, num_attention_heads=4, head_dim=8,
                                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
-    cos, sin = emb(q, pos[None])
-    torch.testing.assert_close(r.cos, cos[0])
-    torch.testing.assert_close(r.sin, sin[0])
+    cos, sin = emb(torch.zeros(1, 20, 8), pos[None])
+    torch.testing.assert_close(torch.cat((r.cos, r.cos), -1), cos[0])
+    torch.testing.assert_close(torch.cat((r.sin, r.sin), -1), sin[0])
 
 
-def test_interleaved_roformer_layout_equals_split_half_after_permutation():
+def test_rotation_is_roformer_eq_34_as_complex_products():
     d = 8
-    pe = make("rope")
     pos = torch.arange(7)
     x = torch.randn(1, 1, 7, d)
     theta = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
@@ -154,13 +165,7 @@ def test_interleaved_roformer_layout_equals_split_half_after_permutation():
     xc = torch.view_as_complex(x.reshape(1, 1, 7, d // 2, 2))
     rot = torch.polar(torch.ones(7, d // 2), pos[:, None].float() * theta[None])
     ref = torch.view_as_real(xc * rot).reshape(1, 1, 7, d)
-    perm = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # interleaved -> split-half
-    out = apply_rotation(x[..., perm], pe.rotation(pos), "q")
-    torch.testing.assert_close(out, ref[..., perm])
-
-
-def test_rotate_half():
-    assert rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist() == [-3.0, -4.0, 1.0, 2.0]
+    torch.testing.assert_close(apply_rotation(x, make("rope").rotation(pos), "q"), ref)
 
 
 @pytest.mark.parametrize("heads", range(1, 65))

@@ -1,4 +1,4 @@
-"""The registry of paper claims and their checks (DESIGN section 7).
+"""The registry of paper claims and their checks.
 
 A claim names its paper and table/figure, the paper's value, a threshold fixed here in code
 (before any result is seen), and the smallest profile at which it is expected to hold. Its

@@ -1,4 +1,9 @@
-"""One consistent figure style for every notebook (matplotlib)."""
+"""One figure style for every notebook: seaborn's theme and its relational and categorical plots.
+
+Each encoding and attention variant keeps one colour across notebooks; modified variants
+('X+randomized', 'X aligned', ...) are dashed. Where a frame holds several rows per x (seeds,
+segments), the line is their mean with a 95% confidence band.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,11 @@ from collections.abc import Iterable, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
-STYLE = {
-    "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-    "axes.spines.right": False, "font.size": 10, "legend.frameon": False,
-}
-plt.rcParams.update(STYLE)
+sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85,
+              rc={"axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False, "figure.dpi": 100})
 
 PALETTE = {
     "none": "#7f7f7f", "sinusoidal": "#1f77b4", "learned": "#aec7e8", "rope": "#d62728", "xpos": "#ff9896",
@@ -24,7 +27,7 @@ PALETTE = {
 
 def color(name: str) -> str | None:
     """The fixed colour of an encoding or variant: 'randomized(X)' has the randomized colour, 'X+randomized'
-    (and 'X (state)') the colour of X."""
+    (and 'X (state)') the colour of X; None for names without one."""
     if name.startswith("randomized"):
         return PALETTE["randomized"]
     return PALETTE.get(name.split("+")[0].split(" ")[0])
@@ -35,14 +38,24 @@ def linestyle(name: str) -> str:
     return "--" if ("+" in name or " " in name) and not name.startswith("randomized") else "-"
 
 
+def palette(names: Iterable[str]) -> dict[str, object]:
+    """A colour for every name: the fixed ones where known, seaborn's palette for the rest."""
+    names = list(dict.fromkeys(names))
+    spare = iter(sns.color_palette("tab20", len(names)))
+    return {n: color(n) or next(spare) for n in names}
+
+
 def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None, *, logx: bool = False,
           logy: bool = False, title: str = "", xlabel: str | None = None, ylabel: str | None = None,
           marker: str = "") -> Figure:
-    """One line per `hue` value of a tidy frame."""
+    """One line per `hue` value of a tidy frame (seaborn lineplot; mean and 95% band over repeated rows)."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.8))
-    for key, g in df.groupby(hue, sort=False):
-        g = g.sort_values(x)
-        ax.plot(g[x], g[y], label=str(key), color=color(str(key)), ls=linestyle(str(key)), marker=marker)
+    d = df.assign(**{hue: df[hue].astype(str)})
+    names = list(dict.fromkeys(d[hue]))
+    dashes = {n: (4, 2) if linestyle(n) == "--" else "" for n in names}
+    sns.lineplot(data=d, x=x, y=y, hue=hue, style=hue, hue_order=names, style_order=names, palette=palette(names),
+                 dashes=dashes, markers={n: marker for n in names} if marker else False, errorbar=("ci", 95),
+                 sort=True, ax=ax)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
@@ -51,21 +64,34 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None
     ax.set_ylabel(ylabel or y)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def bars(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: plt.Axes | None = None, *, title: str = "",
+         xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """A bar per `x` (and `hue`) of a tidy frame (seaborn barplot; 95% interval over repeated rows)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 3.6))
+    sns.barplot(data=df, x=x, y=y, hue=hue, errorbar=("ci", 95), ax=ax)
+    ax.set_xlabel(xlabel if xlabel is not None else x)
+    ax.set_ylabel(ylabel or y)
+    ax.tick_params(axis="x", labelrotation=30)
+    if title:
+        ax.set_title(title)
     return fig
 
 
 def heatmaps(mats: Mapping[str, np.ndarray], title: str = "", cmap: str = "viridis") -> Figure:
-    """A row of matrices (e.g. attention biases), each with its own colour bar."""
+    """A row of matrices (e.g. attention biases), each with its own colour bar (seaborn heatmap)."""
     n = len(mats)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
     for ax, (name, m) in zip(axes[0], mats.items()):
-        im = ax.imshow(m, cmap=cmap, interpolation="nearest")
+        sns.heatmap(m, cmap=cmap, ax=ax, square=True, xticklabels=False, yticklabels=False,
+                    cbar_kws={"fraction": 0.046, "pad": 0.04})
         ax.set_title(name)
         ax.set_xlabel("key j")
         ax.set_ylabel("query i")
-        ax.grid(False)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

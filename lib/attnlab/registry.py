@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -65,3 +67,11 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._items[n]) for n in self.names()]
+
+
+def import_submodules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every module of a package folder, in name order (their decorators fill the registries)."""
+    names = sorted(m.name for m in pkgutil.iter_modules(list(path)))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

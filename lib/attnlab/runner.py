@@ -1,4 +1,4 @@
-"""Execute notebooks with papermill into a resumable run folder (DESIGN sections 2 and 8).
+"""Execute notebooks with papermill into a resumable run folder.
 
 Everything is validated before the first notebook starts. A notebook already completed in the
 run folder with identical resolved parameters is skipped; one failing notebook never loses

@@ -1,6 +1,12 @@
-"""The positional-encoding zoo: one file per encoding, registered in ENCODINGS (filled here, top-down)."""
+"""The positional-encoding zoo: one file per encoding, registered in ENCODINGS.
 
-from . import alibi, fire, kerple, learned, randomized, rope, rope_scaling, shaw, sinusoidal, t5, xpos  # noqa: F401
+Every module of this folder is imported here, so a new file with one ``@ENCODINGS.register`` class is
+all a new encoding needs (the registry is filled top-down, from this package's ``__init__``).
+"""
+
+from ..registry import import_submodules
+
+import_submodules(__name__, __path__)
 from .alibi import ALiBi, alibi_slopes
 from .base import (
     ENCODINGS,
@@ -17,7 +23,6 @@ from .base import (
     log_length_scale,
     position_fn,
     relative_fn,
-    rotate_half,
     score_mod_of,
 )
 from .rope import rope_inv_freq
@@ -26,6 +31,6 @@ from .t5 import t5_relative_bucket
 
 __all__ = [
     "ENCODINGS", "PESpec", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "ScoreMod", "build_encoding", "alibi_slopes", "ALiBi", "t5_relative_bucket", "rotate_half", "apply_rotation",
+    "ScoreMod", "build_encoding", "alibi_slopes", "ALiBi", "t5_relative_bucket", "apply_rotation",
     "rope_inv_freq", "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn",
 ]

@@ -7,7 +7,8 @@ Interfaces (the model dispatches on ``kind``, never on class names):
   1/sqrt(d) scaling), optionally also ``score_mod(q_pos, k_pos)`` for FlexAttention; a
   query-dependent bias (Shaw) sets ``query_dependent`` and returns ``(Tq, Tk, D)`` relative
   key vectors that the attention contracts with q;
-* ``rotary``   -- ``rotation(positions) -> Rotation`` that rotates (and scales) q and k.
+* ``rotary``   -- ``rotation(positions) -> Rotation``: cos and sin (T, D/2) of each position's angle per
+  frequency, which turn the pairs (x_2i, x_2i+1) of q and k (RoFormer eq. 34), and XPos scales.
 
 Positions are explicit ``(T,)`` tensors shared across the batch. The model computes the tables
 once per forward pass and shares them across layers. A new encoding is one file: a subclass of
@@ -43,7 +44,7 @@ class PEDims:
 
 @dataclass(frozen=True)
 class Rotation:
-    """What rotates q and k: split-half cos/sin tables (T, D) and optional XPos scales (T, D)."""
+    """What rotates q and k: cos and sin of m * theta_i, (T, D/2), and optional XPos scales of q and k (T, D/2)."""
 
     cos: Tensor
     sin: Tensor
@@ -122,17 +123,16 @@ class NoPE(PositionalEncoding):
 # ----------------------------------------------------------------------------- shared helpers
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension (split-half RoPE layout)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
-    """Rotate x (B, H, T, D) by position (RoFormer eq. 34, split-half layout); XPos scales q/k."""
-    out = x * rot.cos.to(x.dtype) + rotate_half(x) * rot.sin.to(x.dtype)
+    """Rotate x (B, H, T, D) by position: each pair (x_2i, x_2i+1) turned by m * theta_i (RoFormer eq. 34,
+    its interleaved layout, as Meta's LLaMA code); XPos scales q or k. transformers' Llama rotates the same
+    pairs laid out as (x_i, x_i+D/2): equal after that fixed permutation of D (tests)."""
+    c, s = rot.cos.to(x.dtype), rot.sin.to(x.dtype)  # (T, D/2)
     scale = rot.q_scale if which == "q" else rot.k_scale
-    return out if scale is None else out * scale.to(x.dtype)
+    if scale is not None:
+        c, s = c * scale.to(x.dtype), s * scale.to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2) each
+    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)  # (B, H, T, D)
 
 
 def position_fn(pos: Tensor) -> Callable[[Tensor], Tensor]:

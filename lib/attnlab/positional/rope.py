@@ -18,15 +18,14 @@ def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> Tensor:
 
 
 def cos_sin(positions: Tensor, inv_freq: Tensor, attention_factor: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Split-half cos and sin tables (T, D) of positions x frequencies, times an attention factor."""
+    """cos and sin (T, D/2) of the angles m * theta_i, times an attention factor (YaRN)."""
     angles = positions.float()[:, None] * inv_freq[None, :].to(positions.device)  # (T, D/2)
-    emb = torch.cat((angles, angles), dim=-1)  # (T, D) split-half layout
-    return emb.cos() * attention_factor, emb.sin() * attention_factor
+    return angles.cos() * attention_factor, angles.sin() * attention_factor
 
 
 @ENCODINGS.register("rope")
 class RoPE(PositionalEncoding):
-    """Rotary position embedding (Su et al., RoFormer, eq. 34), split-half layout."""
+    """Rotary position embedding (Su et al., RoFormer, eq. 34): theta_i = base^(-2(i-1)/d)."""
 
     class Params(Config):
         theta: float = Field(10000.0, gt=0, description="RoPE base")

@@ -28,5 +28,4 @@ class XPos(RoPE):
         p = positions.float()
         centred = p - torch.floor((p.max() + p.min()) / 2) if p.numel() else p
         s = self.zeta.to(p.device)[None, :] ** (centred[:, None] / self.params.gamma)  # (T, D/2)
-        s = torch.cat((s, s), dim=-1)  # (T, D)
         return Rotation(rot.cos, rot.sin, q_scale=s, k_scale=1.0 / s)
