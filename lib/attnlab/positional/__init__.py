@@ -5,8 +5,6 @@ all a new encoding needs (the registry is filled top-down, from this package's `
 """
 
 from ..registry import import_submodules
-
-import_submodules(__name__, __path__)
 from .alibi import ALiBi, alibi_slopes
 from .base import (
     ENCODINGS,
@@ -28,6 +26,8 @@ from .base import (
 from .rope import rope_inv_freq
 from .sinusoidal import sinusoidal_table
 from .t5 import t5_relative_bucket
+
+import_submodules(__name__, __path__)
 
 __all__ = [
     "ENCODINGS", "PESpec", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
