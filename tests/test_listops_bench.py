@@ -121,44 +121,43 @@ def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
     assert "operator time: matmul" in format_train(r)
 
 
-def test_bench_ablation_smoke_reports_each_part_against_the_full_step(capsys):
+def test_bench_ablation_smoke_reports_each_change_against_the_default_step(capsys):
     from attnlab.bench.train import ABLATIONS, bench_ablation, format_ablation
     from attnlab.cli import main
 
     r = bench_ablation(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
-    assert set(r["parts"]) == set(ABLATIONS) and r["full_step_s"] > 0
-    for v in r["parts"].values():
-        assert v["step_without_s"] > 0
-        assert v["cost_s"] == pytest.approx(r["full_step_s"] - v["step_without_s"])
-    assert "attention kernel" in format_ablation(r) and "fused AdamW" in format_ablation(r)
+    assert set(r["changes"]) == set(ABLATIONS) and r["default_step_s"] > 0
+    for v in r["changes"].values():
+        assert v["step_s"] > 0
+        assert v["delta_s"] == pytest.approx(v["step_s"] - r["default_step_s"])
+    text = format_ablation(r)
+    assert "without attention kernel" in text and "rotation as real products" in text and "fused AdamW" in text
     assert main(["bench", "ablate", "--size", "huge"]) == 2
     assert "--size = 'huge': unknown; valid choices: smoke, cpu, gpu" in capsys.readouterr().err
     assert main(["bench", "train", "--batch", "0"]) == 2
     assert "--batch = 0: must be >= 1" in capsys.readouterr().err
 
 
-def test_ablations_leave_out_what_they_name():
-    """Each ablated model still trains (finite loss and gradients) and lacks exactly its part."""
+def test_ablations_change_what_they_name():
+    """Each changed model still trains (finite loss and gradients) and differs from the default in its part only."""
     from attnlab.bench.train import ABLATIONS, SIZES, train_step_timer
     from attnlab.model import build_model
+    from attnlab.positional import apply_rotation, apply_rotation_real
 
     x = torch.randint(0, 256, (2, 16))
-    for name, (pe, edit, fused) in ABLATIONS.items():
-        m = build_model(SIZES["smoke"], pe)
-        if edit is not None:
-            edit(m)
+    for name, a in ABLATIONS.items():
+        m = build_model(SIZES["smoke"], a.pe)
+        if a.edit is not None:
+            a.edit(m)
         loss = m.loss(x, x)
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
         blk = m.blocks[0]
-        if name == "attention kernel":
+        assert (blk.attn.rotate is apply_rotation_real) == (name == "rotation as real products")
+        assert (m.pe.kind == "none") == (name == "without rotation")
+        assert isinstance(blk.mlp, torch.nn.Identity) == (name == "without feed-forward")
+        if name == "without attention kernel":
             q, k, v = (torch.full((1, 1, 2, 2), float(i)) for i in range(3))
             assert blk.attn.attn(q, k, v, causal=True).eq(2).all()
-        elif name == "feed-forward":
-            assert isinstance(blk.mlp, torch.nn.Identity)
-        elif name == "fused AdamW":
-            assert fused is False and m.pe.kind == "rotary"
-            step = train_step_timer(m, m.loss, x, x, fused_adamw=fused)
-            assert step() > 0
-        else:
-            assert m.pe.kind == "none"
+        assert train_step_timer(m, m.loss, x, x, fused_adamw=a.fused_adamw)() > 0
+    assert build_model(SIZES["smoke"], "rope").blocks[0].attn.rotate is apply_rotation

@@ -254,23 +254,26 @@ def test_masked_accuracy_per_token_and_exact():
 
 
 def test_fused_adamw_equals_the_reference_update():
-    """make_optimizer takes torch's fused AdamW (eager training); its steps equal the single-tensor
-    reference implementation with the same groups (decay on matrices only)."""
+    """make_optimizer's AdamW, default and fused: their steps equal the single-tensor reference
+    implementation with the same groups (decay on matrices only)."""
     from attnlab.train import make_optimizer
 
     cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64)
-    models = [build_model(cfg, "rope") for _ in range(2)]
+    models = [build_model(cfg, "rope") for _ in range(3)]
     models[1].load_state_dict(models[0].state_dict())
-    fused = make_optimizer(models[0], TrainConfig())
-    assert fused.defaults["fused"] and not make_optimizer(models[0], TrainConfig(compile=True)).defaults["fused"]
+    models[2].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(models[0], TrainConfig(), fused=True)
+    default = make_optimizer(models[2], TrainConfig())
+    assert fused.defaults["fused"] and not default.defaults["fused"]
     ref = torch.optim.AdamW([{"params": [p for p in models[1].parameters() if p.dim() >= 2], "weight_decay": 0.1},
                              {"params": [p for p in models[1].parameters() if p.dim() < 2], "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.95), foreach=False)
     x = torch.randint(0, 256, (2, 16))
     for _ in range(5):
-        for m, opt in zip(models, (fused, ref)):
+        for m, opt in zip(models, (fused, ref, default)):
             opt.zero_grad()
             m.loss(x, x).backward()
             opt.step()
-    for a, b in zip(models[0].parameters(), models[1].parameters()):
+    for a, b, c in zip(models[0].parameters(), models[1].parameters(), models[2].parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(c, b, atol=1e-6, rtol=1e-5)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..attention import Attention
 from ..model import ModelConfig, build_model
+from ..positional import apply_rotation_real
 from ..train import TrainConfig, TrainStep, make_optimizer
 from .timing import interleaved_medians, matmul_timer
 
@@ -56,10 +57,10 @@ def llama_like(cfg: ModelConfig) -> nn.Module:
 
 
 def train_step_timer(model: nn.Module, loss: Callable[..., Tensor], x: Tensor, y: Tensor,
-                     compile: bool = False, fused_adamw: bool | None = None) -> Callable[[], float]:
+                     compile: bool = False, fused_adamw: bool = False) -> Callable[[], float]:
     """Seconds of one training step of `model` on (x, y): the trainer's own step (AdamW groups, clipping,
     compile), so a benchmark times what the notebooks run. Compiled, its graphs (forward, backward,
-    update) are built here, before any timing. `fused_adamw` overrides the trainer's optimizer choice."""
+    update) are built here, before any timing. `fused_adamw`: torch's fused AdamW kernel."""
     tc = TrainConfig(compile=compile)
     opt = make_optimizer(model, tc, fused=fused_adamw)
     model.train()
@@ -207,44 +208,58 @@ def _without_feed_forward(m: nn.Module) -> None:
         b.mlp = nn.Identity()
 
 
-# what each ablation changes in the RoPE model's step: (encoding, edit of the built model, fused AdamW)
-ABLATIONS: dict[str, tuple[str, Callable[[nn.Module], None] | None, bool | None]] = {
-    "attention kernel": ("rope", _without_attention_kernel, None),
-    "rotation": ("none", None, None),
-    "feed-forward": ("rope", _without_feed_forward, None),
-    "fused AdamW": ("rope", None, False),  # the foreach AdamW instead: a negative cost is what fusing saves
+def _real_rotation(m: nn.Module) -> None:
+    for b in m.blocks:  # type: ignore[union-attr]
+        b.attn.rotate = apply_rotation_real
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A change of the RoPE model's training step: a part left out, or a trick swapped for its plain form."""
+
+    pe: str = "rope"
+    edit: Callable[[nn.Module], None] | None = None
+    fused_adamw: bool = False  # the trainer's default AdamW, or torch's fused kernel
+
+
+# a part's cost is minus its step's difference from the default step; a trick's saving is what the plain form adds
+ABLATIONS: dict[str, Ablation] = {
+    "without attention kernel": Ablation(edit=_without_attention_kernel),
+    "without rotation": Ablation(pe="none"),
+    "without feed-forward": Ablation(edit=_without_feed_forward),
+    "rotation as real products": Ablation(edit=_real_rotation),  # the plain form of the complex product
+    "fused AdamW": Ablation(fused_adamw=True),  # a trick the trainer does not use (it saves < 5%)
 }
 
 
 def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int = 12, steps_per_round: int = 4,
                    warmup: int = 3) -> dict[str, object]:
-    """In-situ cost of each part of a training step: the RoPE model's step against the same step with one
-    part left out or replaced (ABLATIONS), interleaved; differences of medians, in seconds and as shares of
-    the step. Unlike a profiler's per-operator times, these include what a part costs the others (caches,
-    memory traffic) and no instrumentation."""
+    """In-situ cost of each part of a training step, and what each trick saves: the RoPE model's default step
+    against the same step with one change (ABLATIONS), interleaved; differences of medians, in seconds and
+    as shares of the default step. Unlike a profiler's per-operator times, these include what a part costs
+    the others (caches, memory traffic) and no instrumentation."""
     cfg = SIZES[size]
     x, y = _batch(cfg, batch, seq, "cpu")
     torch.manual_seed(0)
-    variants = {"full": ("rope", None, None), **ABLATIONS}
     steps = {}
-    for name, (pe, edit, fused) in variants.items():
-        model = build_model(cfg, pe)
-        if edit is not None:
-            edit(model)
-        steps[name] = train_step_timer(model, model.loss, x, y, fused_adamw=fused)
+    for name, a in {"default": Ablation(), **ABLATIONS}.items():
+        model = build_model(cfg, a.pe)
+        if a.edit is not None:
+            a.edit(model)
+        steps[name] = train_step_timer(model, model.loss, x, y, fused_adamw=a.fused_adamw)
     med = interleaved_medians(steps, rounds, steps_per_round, warmup)
-    full = med.pop("full")
+    base = med.pop("default")
     return {"size": size, "batch": batch, "seq_len": seq, "threads": torch.get_num_threads(), "rounds": rounds,
-            "steps_per_round": steps_per_round, "full_step_s": full,
-            "parts": {n: {"step_without_s": t, "cost_s": full - t, "share": (full - t) / full} for n, t in med.items()}}
+            "steps_per_round": steps_per_round, "default_step_s": base,
+            "changes": {n: {"step_s": t, "delta_s": t - base, "share": (t - base) / base} for n, t in med.items()}}
 
 
 def format_ablation(r: dict[str, object]) -> str:
     """The terminal summary of `bench_ablation`."""
     lines = [f"bench ablate: size {r['size']}, batch {r['batch']} x {r['seq_len']}, {r['threads']} threads, "
-             f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians); RoPE step "
-             f"{r['full_step_s'] * 1e3:.1f} ms"]  # type: ignore[operator]
-    for n, v in r["parts"].items():  # type: ignore[union-attr]
-        lines.append(f"  {n:18s} step without it {v['step_without_s'] * 1e3:7.1f} ms -> costs "
-                     f"{v['cost_s'] * 1e3:6.1f} ms ({100 * v['share']:5.1f}% of the step)")
+             f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians); default RoPE step "
+             f"{r['default_step_s'] * 1e3:.1f} ms"]  # type: ignore[operator]
+    for n, v in r["changes"].items():  # type: ignore[union-attr]
+        lines.append(f"  {n:26s} {v['step_s'] * 1e3:7.1f} ms/step ({v['delta_s'] * 1e3:+6.1f} ms, "
+                     f"{100 * v['share']:+5.1f}% vs the default step)")
     return "\n".join(lines)
