@@ -130,10 +130,12 @@ def _turns(rot: Rotation, which: Literal["q", "k"]) -> tuple[Tensor, Tensor]:
 
 
 def apply_rotation_real(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
-    """`apply_rotation` in real arithmetic, four products per pair (what torch.compile fuses)."""
-    c, s = (t.to(x.dtype) for t in _turns(rot, which))
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2) each
-    return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)  # (B, H, T, D)
+    """`apply_rotation` in real arithmetic (what torch.compile fuses): the pairs of x (B, H, T, D) as a
+    (..., D/2, 2) view, so inductor reads x once (strided x[..., 0::2] slices compiled about 30% slower)."""
+    c, s = (t.to(x.dtype) for t in _turns(rot, which))  # (T, D/2)
+    pairs = x.unflatten(-1, (-1, 2))  # (B, H, T, D/2, 2): (x_2i, x_2i+1)
+    # (x_2i c - x_2i+1 s, x_2i+1 c + x_2i s): the pair times (c, c) plus the swapped pair times (-s, s)
+    return (pairs * torch.stack((c, c), -1) + pairs.flip(-1) * torch.stack((-s, s), -1)).flatten(-2)
 
 
 def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor:
