@@ -131,7 +131,7 @@ def test_bench_ablation_smoke_reports_each_change_against_the_default_step(capsy
         assert v["step_s"] > 0
         assert v["delta_s"] == pytest.approx(v["step_s"] - r["default_step_s"])
     text = format_ablation(r)
-    assert "without attention kernel" in text and "rotation as real products" in text and "fused AdamW" in text
+    assert "without attention kernel" in text and "fused AdamW" in text
     assert main(["bench", "ablate", "--size", "huge"]) == 2
     assert "--size = 'huge': unknown; valid choices: smoke, cpu, gpu" in capsys.readouterr().err
     assert main(["bench", "train", "--batch", "0"]) == 2
@@ -142,7 +142,6 @@ def test_ablations_change_what_they_name():
     """Each changed model still trains (finite loss and gradients) and differs from the default in its part only."""
     from attnlab.bench.train import ABLATIONS, SIZES, train_step_timer
     from attnlab.model import build_model
-    from attnlab.positional import apply_rotation, apply_rotation_real
 
     x = torch.randint(0, 256, (2, 16))
     for name, a in ABLATIONS.items():
@@ -153,11 +152,9 @@ def test_ablations_change_what_they_name():
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
         blk = m.blocks[0]
-        assert (blk.attn.rotate is apply_rotation_real) == (name == "rotation as real products")
         assert (m.pe.kind == "none") == (name == "without rotation")
         assert isinstance(blk.mlp, torch.nn.Identity) == (name == "without feed-forward")
         if name == "without attention kernel":
             q, k, v = (torch.full((1, 1, 2, 2), float(i)) for i in range(3))
             assert blk.attn.attn(q, k, v, causal=True).eq(2).all()
         assert train_step_timer(m, m.loss, x, x, fused_adamw=a.fused_adamw)() > 0
-    assert build_model(SIZES["smoke"], "rope").blocks[0].attn.rotate is apply_rotation

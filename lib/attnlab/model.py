@@ -114,14 +114,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.attn = build_attention(cfg.attention, AttnDims(cfg.n_heads, self.head_dim, cfg.max_len, self.causal))
-        self.rotate: Callable[[Tensor, Rotation, str], Tensor] = apply_rotation
 
     def project(self, x: Tensor, ctx: PositionContext) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v (B, H, T, D) of x (B, T, d), q and k rotated by position."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
         if ctx.rotation is not None:
-            q, k = self.rotate(q, ctx.rotation, "q"), self.rotate(k, ctx.rotation, "k")
+            q, k = apply_rotation(q, ctx.rotation, "q"), apply_rotation(k, ctx.rotation, "k")
         return q, k, v
 
     def forward(self, x: Tensor, ctx: PositionContext) -> Tensor:

@@ -30,7 +30,7 @@ from .config import Config, to_dict
 from .io import atomic_write_bytes, atomic_write_json, read_json
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | None]]
-CACHE_VERSION = 9  # bump when the model or the loop changes what a config trains to
+CACHE_VERSION = 10  # bump when the model or the loop changes what a config trains to
 
 
 class TrainConfig(Config):

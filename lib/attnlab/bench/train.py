@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ..attention import Attention
 from ..model import ModelConfig, build_model
-from ..positional import apply_rotation_real
 from ..train import TrainConfig, TrainStep, make_optimizer
 from .timing import interleaved_medians, matmul_timer
 
@@ -208,11 +207,6 @@ def _without_feed_forward(m: nn.Module) -> None:
         b.mlp = nn.Identity()
 
 
-def _real_rotation(m: nn.Module) -> None:
-    for b in m.blocks:  # type: ignore[union-attr]
-        b.attn.rotate = apply_rotation_real
-
-
 @dataclass(frozen=True)
 class Ablation:
     """A change of the RoPE model's training step: a part left out, or a trick swapped for its plain form."""
@@ -227,7 +221,6 @@ ABLATIONS: dict[str, Ablation] = {
     "without attention kernel": Ablation(edit=_without_attention_kernel),
     "without rotation": Ablation(pe="none"),
     "without feed-forward": Ablation(edit=_without_feed_forward),
-    "rotation as real products": Ablation(edit=_real_rotation),  # the plain form of the complex product
     "fused AdamW": Ablation(fused_adamw=True),  # a trick the trainer does not use (it saves < 5%)
 }
 

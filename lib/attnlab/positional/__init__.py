@@ -17,7 +17,6 @@ from .base import (
     Rotation,
     ScoreMod,
     apply_rotation,
-    apply_rotation_real,
     build_encoding,
     log_length_scale,
     position_fn,
@@ -32,6 +31,6 @@ import_submodules(__name__, __path__)
 
 __all__ = [
     "ENCODINGS", "PESpec", "PEDims", "Rotation", "PositionalEncoding", "AdditivePE", "BiasPE", "RotaryPE",
-    "ScoreMod", "build_encoding", "alibi_slopes", "ALiBi", "t5_relative_bucket", "apply_rotation", "apply_rotation_real",
+    "ScoreMod", "build_encoding", "alibi_slopes", "ALiBi", "t5_relative_bucket", "apply_rotation",
     "rope_inv_freq", "log_length_scale", "sinusoidal_table", "score_mod_of", "relative_fn", "position_fn",
 ]
