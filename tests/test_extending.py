@@ -70,7 +70,7 @@ def test_notebook_02_from_set(extended):
         "speed_rounds=1", "train.steps=3", "eval.lengths=[32, 64]", "eval.sliding_stride=0"]))
     res = lm.run(cfg, progress=False)
     ev = res[(res["experiment"] == "eval") & (res["encoding"] == "decay")]
-    assert len(ev) == 2 and ev["bpb"].notna().all()
+    assert len(ev) == 2 * len(cfg.seeds) and ev["bpb"].notna().all()
     assert set(res.loc[res["experiment"] == "speed", "encoding"]) == {"alibi", "decay"}
 
 

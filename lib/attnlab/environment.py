@@ -26,6 +26,17 @@ def git_commit(root: Path | None = None) -> str | None:
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
+def uncommitted(paths: tuple[str, ...] = ("lib", "notebooks"), root: Path | None = None) -> list[str]:
+    """Files under `paths` with changes not committed (untracked ones included); [] outside git."""
+    root = root or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
 def device_name() -> str:
     import torch
 

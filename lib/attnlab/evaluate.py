@@ -39,18 +39,18 @@ LN2 = math.log(2.0)
 
 @torch.no_grad()
 def _score(model: nn.Module, windows: Tensor, score_from: int, batch: int, device: torch.device,
-           logit_scale: float = 1.0) -> tuple[float, int]:
-    """Sum of next-token NLL (nats) over positions >= score_from of each window (N, L+1)."""
-    total, count = 0.0, 0
+           logit_scale: float = 1.0) -> tuple[Tensor, int]:
+    """Next-token NLL (nats) summed per window (N,) over positions >= score_from of each window (N, L+1),
+    and the tokens scored per window."""
+    sums = []
     for i in range(0, windows.shape[0], batch):
         w = windows[i: i + batch].to(device).long()
         x, y = w[:, :-1], w[:, 1:]
         logits = model(x, logit_scale=logit_scale) if logit_scale != 1.0 else model(x)
         ce = F.cross_entropy(logits[:, score_from:].float().flatten(0, 1), y[:, score_from:].flatten(),
-                             reduction="sum")
-        total += float(ce)
-        count += y[:, score_from:].numel()
-    return total, count
+                             reduction="none").view(w.shape[0], -1)  # (b, L - score_from)
+        sums.append(ce.double().sum(1).cpu())
+    return torch.cat(sums), windows.shape[1] - 1 - score_from
 
 
 def segment_starts(n: int, segment: int, count: int, margin: int) -> Tensor:
@@ -61,10 +61,16 @@ def segment_starts(n: int, segment: int, count: int, margin: int) -> Tensor:
     return torch.linspace(margin, last, count).round().long()
 
 
-def _row(protocol: str, length: int, nll: float, n: int, **extra: object) -> dict[str, object]:
-    loss = nll / max(n, 1)
+def _row(protocol: str, length: int, per_window: Tensor, per_window_tokens: int, n_segments: int,
+         **extra: object) -> dict[str, object]:
+    """One length's result; `segment_nll` keeps the NLL summed per evaluation segment (for intervals that
+    resample segments, `segment_rows`)."""
+    n = per_window.numel() * per_window_tokens
+    loss = float(per_window.sum()) / max(n, 1)
+    seg = per_window.view(n_segments, -1).sum(1)  # windows are segment-major
     return {"protocol": protocol, "length": length, "loss": loss, "ppl": math.exp(min(loss, 50)),
-            "bpb": loss / LN2, "tokens": n, **extra}
+            "bpb": loss / LN2, "tokens": n, "segment_tokens": n // n_segments,
+            "segment_nll": [float(v) for v in seg], **extra}
 
 
 def _segments(data: Tensor, length: int, max_tokens: int, segment: int | None) -> tuple[Tensor, int]:
@@ -81,8 +87,8 @@ def nonoverlapping(model: nn.Module, data: Tensor, length: int, max_tokens: int,
     starts, segment = _segments(data, length, max_tokens, segment)
     offsets = torch.arange(segment // length) * length  # windows inside a segment
     idx = (starts[:, None] + offsets[None, :]).reshape(-1, 1) + torch.arange(length + 1)[None, :]  # (N, L+1)
-    nll, n = _score(model, data[idx], 0, max(1, batch_tokens // length), device, logit_scale)
-    return _row("nonoverlapping", length, nll, n)
+    nll, per = _score(model, data[idx], 0, max(1, batch_tokens // length), device, logit_scale)
+    return _row("nonoverlapping", length, nll, per, len(starts))
 
 
 def sliding(model: nn.Module, data: Tensor, length: int, stride: int, max_tokens: int,
@@ -98,8 +104,8 @@ def sliding(model: nn.Module, data: Tensor, length: int, stride: int, max_tokens
     ends = torch.arange(per_segment // stride) * stride + stride + (seg - per_segment)  # window ends in a segment
     first = (starts[:, None] + ends[None, :] - length).reshape(-1, 1)  # (N, 1) window starts
     idx = first + torch.arange(length + 1)[None, :]  # (N, L+1)
-    nll, n = _score(model, data[idx], length - stride, max(1, batch_tokens // length), device, logit_scale)
-    return _row("sliding", length, nll, n, stride=stride)
+    nll, per = _score(model, data[idx], length - stride, max(1, batch_tokens // length), device, logit_scale)
+    return _row("sliding", length, nll, per, len(starts), stride=stride)
 
 
 def by_length(model: nn.Module, data: Tensor, lengths: Sequence[int], max_tokens: int, *,
@@ -120,6 +126,18 @@ def by_length(model: nn.Module, data: Tensor, lengths: Sequence[int], max_tokens
             rows.append(sliding(model, data, length, min(sliding_stride, length), sliding_tokens, batch_tokens,
                                 logit_scale, segment, segments_tokens=max_tokens))
     return pd.DataFrame(rows)
+
+
+def segment_rows(ev: pd.DataFrame) -> pd.DataFrame:
+    """One row per (evaluation row, segment) with its bits per byte: the units that intervals resample."""
+    ev = ev[ev["segment_nll"].map(lambda v: isinstance(v, list) and len(v) > 0)] if "segment_nll" in ev else ev.iloc[0:0]
+    if ev.empty:
+        return pd.DataFrame(columns=["protocol", "length", "segment", "bpb"])
+    out = ev.explode("segment_nll").rename(columns={"segment_nll": "nll"})
+    out["segment"] = out.groupby(level=0).cumcount()
+    out["bpb"] = out["nll"].astype(float) / out["segment_tokens"] / LN2
+    keep = [c for c in out.columns if c not in ("loss", "ppl", "tokens", "nll", "segment_tokens", "stride", "note")]
+    return out[keep].reset_index(drop=True)
 
 
 @torch.no_grad()

@@ -11,7 +11,9 @@ import pandas as pd
 
 from .io import atomic_write_text, read_json
 
-CLAIM_COLUMNS = ["notebook", "id", "paper", "statement", "paper_value", "measured", "threshold", "verdict", "note"]
+CLAIM_COLUMNS = ["notebook", "id", "kind", "paper", "statement", "paper_value", "measured", "threshold", "estimate",
+                 "ci_low", "ci_high", "n_seeds", "verdict", "note"]
+SHOWN = ["id", "kind", "paper", "paper_value", "measured", "threshold", "verdict", "note"]
 VERDICT_COLOURS = {"reproduced": "#d8f0d8", "not reproduced": "#f8d8d8", "inconclusive": "#f4eccc"}
 
 
@@ -36,6 +38,17 @@ def claims_frame(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+def verdict_summary(claims: pd.DataFrame) -> str:
+    """Verdict counts, reproductions apart from implementation checks and measurements."""
+    if claims.empty:
+        return "no claims checked"
+    parts = []
+    for kind, g in claims.groupby(claims["kind"].replace("", "reproduction"), sort=False):
+        counts = g["verdict"].value_counts().to_dict()
+        parts.append(f"{kind}s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "; ".join(parts)
+
+
 def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
     if df.empty:
         return "_no claims_\n"
@@ -56,10 +69,9 @@ def render(run_dir: str | Path) -> Path:
     nbs = _notebooks(run_dir)
     claims = claims_frame(run_dir)
     atomic_write_text(run_dir / "claims.csv", claims.to_csv(index=False))
-    counts = claims["verdict"].value_counts().to_dict() if not claims.empty else {}
-    summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no claims checked"
+    summary = verdict_summary(claims)
     env = manifest.get("environment", {})
-    cols = ["id", "paper", "paper_value", "measured", "threshold", "verdict"]
+    cols = SHOWN
 
     md = [f"# attnlab report: {run_dir.name}\n",
           f"- profile: **{manifest.get('profile', '?')}**; commit `{manifest.get('git_commit')}`; "
@@ -98,7 +110,7 @@ def _html_table(df: pd.DataFrame, cols: list[str]) -> str:
 def _render_html(run_dir: Path, manifest: dict[str, Any], parts: list[tuple[dict[str, Any], pd.DataFrame]],
                  claims: pd.DataFrame, summary: str) -> Path:
     env = manifest.get("environment", {})
-    cols = ["id", "paper", "paper_value", "measured", "threshold", "verdict"]
+    cols = SHOWN
     body = [f"<h1>attnlab report: {html.escape(run_dir.name)}</h1>",
             f"<p>profile <b>{html.escape(str(manifest.get('profile', '?')))}</b> &middot; commit "
             f"<code>{html.escape(str(manifest.get('git_commit')))}</code> &middot; "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .environment import collect, git_commit
+from .environment import collect, git_commit, uncommitted
 from .experiments import NOTEBOOKS, resolve_notebook
 from .experiments import load as load_config
 from .io import atomic_write_json, read_json
@@ -78,6 +78,19 @@ def default_run_dir(profile: str) -> Path:
     return project_root() / "outputs" / f"run-{profile}-{commit[:7]}{'-dirty' if commit.endswith('-dirty') else ''}"
 
 
+def check_reference_tree(run_dir: Path) -> None:
+    """A reference run (under outputs/reference/) must name a real commit: refuse a tree whose lib/ or
+    notebooks/ has uncommitted changes."""
+    ref = (project_root() / "outputs" / "reference").resolve()
+    if run_dir.resolve() != ref and ref not in run_dir.resolve().parents:
+        return
+    changed = uncommitted()
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise C.ConfigError(f"out = {run_dir}: a reference run needs lib/ and notebooks/ committed; "
+                            f"uncommitted: {shown}")
+
+
 def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path | None = None,
          overrides: dict[str, Any] | None = None) -> RunPlan:
     """Validate profile, notebooks and overrides, and lay out the run (no notebook is executed)."""
@@ -91,6 +104,7 @@ def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path |
     overrides = dict(overrides or {})
     per = split_overrides(names, overrides)
     run_dir = Path(out).resolve() if out else default_run_dir(profile)
+    check_reference_tree(run_dir)
     jobs = []
     for n in names:
         cfg = load_config(n, profile, per[n])  # raises ConfigError before any work

@@ -75,8 +75,9 @@ class NotebookRun:
             "environment": collect(),
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
-        table = pd.DataFrame(claims, columns=["id", "paper", "statement", "paper_value", "measured", "threshold",
-                                              "verdict", "note"])
+        table = pd.DataFrame(claims, columns=["id", "kind", "paper", "statement", "paper_value", "measured",
+                                              "threshold", "estimate", "ci_low", "ci_high", "n_seeds", "verdict",
+                                              "note"])
         return table
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -34,7 +34,7 @@ CACHE_VERSION = 10  # bump when the model or the loop changes what a config trai
 
 
 class TrainConfig(Config):
-    """Optimisation: AdamW (Loshchilov & Hutter 2019), linear warm-up then cosine decay."""
+    """Optimisation: AdamW (Loshchilov & Hutter 2019), linear warm-up then cosine (or rsqrt, as LRA) decay."""
 
     steps: int = Field(600, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -42,6 +42,8 @@ class TrainConfig(Config):
     lr: float = Field(1e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup: int = Field(50, ge=0)
+    schedule: Literal["cosine", "rsqrt"] = Field("cosine", description="decay after warm-up: cosine to "
+                                                 "lr * min_lr_ratio, or lr * sqrt(warmup / step) (LRA's)")
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, ge=0)
     seed: int = Field(0, ge=0)
@@ -75,9 +77,11 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio."""
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio (or rsqrt decay)."""
     if cfg.warmup and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "rsqrt":
+        return cfg.lr * math.sqrt(max(1, cfg.warmup) / max(1, step, cfg.warmup))
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 

@@ -7,6 +7,7 @@ paths are checked against the eager reference before anything is timed.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from ..attention import ATTENTION, AttentionSpec, AttnDims, build_attention, fle
 from ..errors import ConfigError
 from ..positional import PEDims, build_encoding, score_mod_of
 from .memory import peak_memory_bytes
-from .timing import median_time
+from .timing import repeat_times
 
 BIAS_BACKENDS = ("eager", "sdpa", "flex")
 Builder = Callable[[int, bool], Callable[..., Tensor]]  # (seq_len, causal) -> fn(q, k, v) or fn(x)
@@ -155,7 +156,8 @@ def _measure(c: AttentionCase, t: int, batch: int, heads: int, head_dim: int, ca
         def run() -> None:
             with torch.no_grad():
                 fn(*inputs)
-    out = {"time_s": median_time(run, repeats, warmup, device)}
+    times = repeat_times(run, repeats, warmup, device)
+    out: dict[str, object] = {"time_s": statistics.median(times), "times": times}
     if memory:
         out["peak_bytes"] = peak_memory_bytes(run, device)
     if device == "cuda" and c.family in ("exact", "bias"):

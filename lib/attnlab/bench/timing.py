@@ -14,8 +14,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> float:
-    """Median wall time of fn() over `repeats` calls after `warmup` calls."""
+def repeat_times(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> list[float]:
+    """Wall time of each of `repeats` calls of fn() after `warmup` calls."""
     times = []
     for i in range(warmup + repeats):
         _sync(device)
@@ -24,21 +24,33 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> float:
+    """Median wall time of fn() over `repeats` calls after `warmup` calls."""
+    return statistics.median(repeat_times(fn, repeats, warmup, device))
+
+
+def interleaved_times(timers: dict[str, Callable[[], float]], rounds: int, steps_per_round: int,
+                      warmup: int) -> dict[str, list[list[float]]]:
+    """Seconds of every call of each timer, per interleaved round (every contender sees the same drift of
+    the machine's speed), after `warmup` calls each: {name: [[s, ...] per round]}."""
+    for t in timers.values():
+        for _ in range(warmup):
+            t()
+    times: dict[str, list[list[float]]] = {n: [] for n in timers}
+    for _ in range(rounds):
+        for n, t in timers.items():
+            times[n].append([t() for _ in range(steps_per_round)])
+    return times
 
 
 def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, steps_per_round: int,
                         warmup: int) -> dict[str, float]:
-    """Median seconds per call of each timer, measured in interleaved rounds (every contender sees the
-    same drift of the machine's speed) after `warmup` calls each."""
-    for t in timers.values():
-        for _ in range(warmup):
-            t()
-    times: dict[str, list[float]] = {n: [] for n in timers}
-    for _ in range(rounds):
-        for n, t in timers.items():
-            times[n] += [t() for _ in range(steps_per_round)]
-    return {n: statistics.median(v) for n, v in times.items()}
+    """Median seconds per call of each timer over interleaved rounds (`interleaved_times`)."""
+    times = interleaved_times(timers, rounds, steps_per_round, warmup)
+    return {n: statistics.median([x for r in v for x in r]) for n, v in times.items()}
 
 
 def matmul_timer(n: int = 2048, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Callable[[], float]:

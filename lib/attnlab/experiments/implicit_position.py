@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
+from torch import Tensor
 
 from .. import analysis as A
-from ..claims import Measured, claim, select
+from ..claims import Condition, Measured, claim, select
 from ..config import Config, replace
 from ..data import load_corpus, random_batch
 from ..model import build_model
+from ..stats import crossed_bootstrap
 from ..train import train_or_load
 from . import lm_extrapolation as lm
 
@@ -36,94 +38,135 @@ class ImplicitPositionConfig(Config):
     seed: int = Field(0, ge=0)
 
 
-def models(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> dict[tuple[str, str], torch.nn.Module]:
-    """{(model, state): module} for causal NoPE, encoder NoPE and causal RoPE, at init and trained."""
+def models(cfg: ImplicitPositionConfig, profile: str, seed: int, progress: bool = True
+           ) -> dict[tuple[str, str], torch.nn.Module]:
+    """{(model, state): module} for causal NoPE, encoder NoPE and causal RoPE, at init and trained (one seed)."""
     c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
+    tcfg = replace(c02.train, seed=seed)
     out: dict[tuple[str, str], torch.nn.Module] = {}
     for label, pe in (("causal NoPE", "none"), ("causal RoPE", "rope")):
-        torch.manual_seed(c02.train.seed)
+        torch.manual_seed(seed)
         out[(label, "init")] = build_model(c02.model, lm.pe_config(c02, pe)).eval()
-        out[(label, "trained")] = lm.train_one(c02, corpus, pe, progress)[0]
+        out[(label, "trained")] = lm.train_one(c02, corpus, pe, progress, seed)[0]
     enc_cfg = replace(c02.model, mode="encoder", vocab_size=257)
     pe = lm.pe_config(c02, "none")
-    torch.manual_seed(c02.train.seed)
+    torch.manual_seed(seed)
     out[("encoder NoPE", "init")] = build_model(enc_cfg, pe).eval()
-    torch.manual_seed(c02.train.seed)
+    torch.manual_seed(seed)
     model = build_model(enc_cfg, pe)
 
     def mlm(step: int, gen: torch.Generator):  # noqa: ANN202
-        x, _ = random_batch(corpus.train, c02.train.batch_size, c02.train.seq_len, gen)
+        x, _ = random_batch(corpus.train, tcfg.batch_size, tcfg.seq_len, gen)
         mask = torch.rand(x.shape, generator=gen) < cfg.mask_rate
         return x.masked_fill(mask, MASK), x, mask
 
-    out[("encoder NoPE", "trained")] = train_or_load(model, mlm, c02.train, enc_cfg, pe, c02.data,
+    out[("encoder NoPE", "trained")] = train_or_load(model, mlm, tcfg, enc_cfg, pe, c02.data,
                                                      {"objective": "masked-lm", "rate": cfg.mask_rate},
-                                                     progress=progress, desc="encoder NoPE (MLM)")[0]
+                                                     progress=progress, desc=f"encoder NoPE (MLM) seed {seed}")[0]
     return out
 
 
+def shuffled(x: Tensor, seed: int) -> Tensor:
+    """Each window's bytes in a random order: the control that keeps the bytes and removes any relation
+    between content and distance (nearby bytes of real text are alike)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([row[torch.randperm(row.numel(), generator=g)] for row in x])
+
+
 def run(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
-    """Probe R^2 per layer, attention-output variance by position, cosine similarity by distance."""
+    """Per seed of notebook 02: probe R^2 per layer, attention-output variance by position, cosine similarity
+    by distance on real and on shuffled windows (the same windows for every model)."""
     c02 = lm.load_config(profile)
     corpus = load_corpus(c02.data)
     t = cfg.probe_length or c02.train.seq_len
     x, _ = random_batch(corpus.test, cfg.probe_sequences, t, torch.Generator().manual_seed(cfg.seed))
+    xs = shuffled(x, cfg.seed)
     rows = []
-    for (label, state), model in models(cfg, profile, progress).items():
-        hs = A.hidden_states(model, x)
-        for layer, r2 in enumerate(A.position_probe_r2(hs, ridge=cfg.ridge)):
-            rows.append({"experiment": "probe", "model": label, "state": state, "layer": layer, "x": layer,
-                         "value": r2})
-        var = A.attention_output_variance(model, x)
-        for layer in range(var.shape[0]):
-            rows += [{"experiment": "variance", "model": label, "state": state, "layer": layer + 1, "x": p,
-                      "value": float(v)} for p, v in enumerate(var[layer])]
-        cos = A.cosine_by_distance(hs[-1], cfg.max_distance)
-        rows += [{"experiment": "cosine", "model": label, "state": state, "layer": len(hs) - 1, "x": k,
-                  "value": float(v)} for k, v in enumerate(cos)]
+    for seed in c02.seeds:
+        for (label, state), model in models(cfg, profile, seed, progress).items():
+            key = {"model": label, "state": state, "seed": seed}
+            hs = A.hidden_states(model, x)
+            for layer, r2 in enumerate(A.position_probe_r2(hs, ridge=cfg.ridge)):
+                rows.append({"experiment": "probe", **key, "layer": layer, "x": layer, "value": r2})
+            var = A.attention_output_variance(model, x)
+            for layer in range(var.shape[0]):
+                rows += [{"experiment": "variance", **key, "layer": layer + 1, "x": p, "value": float(v)}
+                         for p, v in enumerate(var[layer])]
+            for inputs, data in (("text", hs[-1]), ("shuffled", A.hidden_states(model, xs)[-1])):
+                cos = A.cosine_by_distance(data, cfg.max_distance)
+                rows += [{"experiment": "cosine", **key, "inputs": inputs, "layer": len(hs) - 1, "x": k,
+                          "value": float(v)} for k, v in enumerate(cos)]
     return pd.DataFrame(rows)
 
 
-def _best_r2(df: pd.DataFrame, model: str, state: str = "trained") -> float:
-    r = select(df, experiment="probe", model=model, state=state)
-    return float(r["value"].max()) if len(r) else float("nan")
+def _per_seed(df: pd.DataFrame, fn, **where: object) -> np.ndarray:  # noqa: ANN001
+    """fn(rows of one seed) for each seed, as (seeds, 1) for the bootstrap."""
+    r = select(df, **where)
+    if r.empty or "seed" not in r:
+        return np.empty((0, 1))
+    return np.array([[fn(g)] for _, g in r.groupby("seed")], dtype=float)
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a))
 
 
 @claim("probe_causal_vs_bidirectional_nope", notebook=NAME, paper="Kazemnejad et al. 2023, sec. 5; Haviv et al. 2022",
        min_profile="cpu", statement="absolute position is linearly recoverable from a causal NoPE model, "
        "not from a bidirectional NoPE encoder", paper_value="causal NoPE hidden states encode position; "
        "a bidirectional encoder without PE is permutation-equivariant",
-       threshold="trained causal NoPE best-layer probe R^2 >= 0.5 and encoder NoPE best-layer R^2 <= 0.2")
+       threshold="95% intervals over seeds: trained causal NoPE best-layer probe R^2 wholly >= 0.5, "
+       "encoder NoPE best-layer R^2 wholly <= 0.2")
 def _probe(df: pd.DataFrame) -> Measured:
-    c, e = _best_r2(df, "causal NoPE"), _best_r2(df, "encoder NoPE")
-    if np.isnan(c) or np.isnan(e):
-        return Measured("no data", None)
-    return Measured(f"best R^2: causal NoPE {c:.2f}, encoder NoPE {e:.2f}", c >= 0.5 and e <= 0.2)
+    best = lambda g: float(g["value"].max())  # noqa: E731
+    c = _per_seed(df, best, experiment="probe", model="causal NoPE", state="trained")
+    e = _per_seed(df, best, experiment="probe", model="encoder NoPE", state="trained")
+    if c.size == 0 or e.size == 0:
+        return Measured.missing("no probe data")
+    ce, ee = crossed_bootstrap(c[:, :, None], _mean), crossed_bootstrap(e[:, :, None], _mean)
+    return Measured(f"best R^2: causal NoPE {ce.text('.2f')}, encoder NoPE {ee.text('.2f')} ({ce.n_seeds} seeds)",
+                    (Condition("causal NoPE R^2", ce, ">=", 0.5), Condition("encoder NoPE R^2", ee, "<=", 0.2)))
 
 
 @claim("variance_shrinks_with_position", notebook=NAME, paper="Chi et al. 2023 (self-attention variance), sec. 3",
        statement="in a causal NoPE model, the variance of attention outputs shrinks with position",
        paper_value="variance ~ 1/position at initialization (averaging over more values)",
-       threshold="initial causal NoPE, first layer: mean variance over the last quarter of positions "
-       "< 0.5 x mean over the first eighth")
+       threshold="initial causal NoPE, first layer, 95% interval over seeds: mean variance over the last quarter "
+       "of positions / mean over the first eighth wholly < 0.5")
 def _variance(df: pd.DataFrame) -> Measured:
-    v = select(df, experiment="variance", model="causal NoPE", state="init", layer=1).sort_values("x")["value"]
-    if len(v) < 8:
-        return Measured("no data", None)
-    a = v.to_numpy()
-    r = float(a[3 * len(a) // 4:].mean() / a[: max(1, len(a) // 8)].mean())
-    return Measured(f"ratio {r:.3f}", r < 0.5)
+    def ratio(g: pd.DataFrame) -> float:
+        a = g.sort_values("x")["value"].to_numpy()
+        return float(a[3 * len(a) // 4:].mean() / a[: max(1, len(a) // 8)].mean()) if len(a) >= 8 else float("nan")
+
+    r = _per_seed(df, ratio, experiment="variance", model="causal NoPE", state="init", layer=1)
+    if r.size == 0 or not np.isfinite(r).all():
+        return Measured.missing("no variance data (needs 8 positions)")
+    est = crossed_bootstrap(r[:, :, None], _mean)
+    return Measured(f"ratio {est.text()} ({est.n_seeds} seeds)", (Condition("late / early variance", est, "<", 0.5),))
+
+
+def cosine_gap(g: pd.DataFrame) -> float:
+    """cos(distance 1) - mean cos(distance >= max/2) of one seed's curve."""
+    c = g.set_index("x")["value"]
+    return float(c.loc[1] - c[c.index >= c.index.max() / 2].mean()) if len(c) >= 3 else float("nan")
 
 
 @claim("nearby_states_more_similar", notebook=NAME, paper="Zuo et al. 2024", min_profile="cpu",
-       statement="after training, nearby hidden states are more similar than distant ones",
+       statement="after training, nearby hidden states of a causal NoPE model are more similar than distant ones, "
+       "through position and not through content",
        paper_value="position information emerges through the similarity of nearby embeddings",
-       threshold="trained causal NoPE, last layer: cos(distance 1) - mean cos(distance >= max/2) >= 0.05")
+       threshold="last layer, shuffled windows (no content-distance relation), 95% intervals over seeds: trained "
+       "causal NoPE gap cos(1) - cos(far) wholly >= 0.05 and wholly >= 0.05 above the bidirectional NoPE "
+       "encoder's (the control without position)")
 def _cosine(df: pd.DataFrame) -> Measured:
-    c = select(df, experiment="cosine", model="causal NoPE", state="trained").set_index("x")["value"]
-    if len(c) < 3:
-        return Measured("no data", None)
-    far = float(c[c.index >= c.index.max() / 2].mean())
-    gap = float(c.loc[1] - far)
-    return Measured(f"cos(1) = {c.loc[1]:.3f}, far = {far:.3f} (gap {gap:+.3f})", gap >= 0.05)
+    c = _per_seed(df, cosine_gap, experiment="cosine", model="causal NoPE", state="trained", inputs="shuffled")
+    e = _per_seed(df, cosine_gap, experiment="cosine", model="encoder NoPE", state="trained", inputs="shuffled")
+    if c.size == 0 or e.size == 0 or len(c) != len(e):
+        return Measured.missing("no shuffled-window similarity data for causal and encoder NoPE")
+    gap = crossed_bootstrap(c[:, :, None], _mean)
+    diff = crossed_bootstrap(np.concatenate([e[:, :, None], c[:, :, None]], axis=2),
+                             lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
+    return Measured(f"shuffled windows: causal NoPE gap {gap.text('+.3f')}, minus encoder's {diff.text('+.3f')} "
+                    f"({gap.n_seeds} seeds)",
+                    (Condition("causal NoPE gap", gap, ">=", 0.05), Condition("gap - encoder gap", diff, ">=", 0.05)))

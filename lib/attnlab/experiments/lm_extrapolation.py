@@ -7,20 +7,22 @@ small numbers, so claims are stated as ratios of bits per byte, fixed below befo
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
-from ..bench.timing import interleaved_medians
+from ..bench.timing import interleaved_times
 from ..bench.train import train_step_timer
-from ..claims import Measured, claim, select
-from ..config import Config, load, one_of
+from ..claims import Condition, Measured, claim, select
+from ..config import Config, load, one_of, replace
 from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
-from ..evaluate import EvalConfig, by_length
+from ..evaluate import EvalConfig, by_length, segment_rows
 from ..model import ModelConfig, build_model
 from ..positional import ENCODINGS, PESpec
+from ..stats import Estimate, crossed_bootstrap
 from ..train import TrainConfig, TrainingDiverged, lm_batches, train_or_load
 
 NAME = "02_lm_length_extrapolation"
@@ -33,6 +35,8 @@ class LMExtrapolationConfig(Config):
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
                                  "randomized"),
         description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1,
+                                   description="every model is trained once per seed (train.seed is replaced)")
     randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -51,6 +55,8 @@ class LMExtrapolationConfig(Config):
         if self.train.seq_len not in self.eval.lengths:
             raise ConfigError(f"eval.lengths = {list(self.eval.lengths)}: must include the training length "
                               f"train.seq_len = {self.train.seq_len}")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds = {list(self.seeds)}: must be distinct non-negative integers")
         labels = [label(self, e) for e in self.encodings]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"encodings = {labels}: duplicates")
@@ -91,13 +97,24 @@ def check(cfg: LMExtrapolationConfig, corpus: Corpus) -> None:
     check_sizes(corpus, cfg.train.seq_len, max(cfg.lengths))
 
 
-def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, spec: PESpec | str, progress: bool = True):  # noqa: ANN201
-    """Train (or load from the model cache) the LM with encoding `spec`; returns (model, TrainResult)."""
-    torch.manual_seed(cfg.train.seed)
+def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, spec: PESpec | str, progress: bool = True,
+              seed: int | None = None):  # noqa: ANN201
+    """Train (or load from the model cache, keyed by seed) the LM with encoding `spec`; returns
+    (model, TrainResult). `seed` defaults to the first of `cfg.seeds`."""
+    tcfg = replace(cfg.train, seed=cfg.seeds[0] if seed is None else seed)
+    torch.manual_seed(tcfg.seed)
     pe = pe_config(cfg, spec)
     model = build_model(cfg.model, pe)
-    return train_or_load(model, lm_batches(corpus.train, cfg.train.batch_size, cfg.train.seq_len), cfg.train,
-                         cfg.model, pe, cfg.data, progress=progress, desc=label(cfg, pe))
+    return train_or_load(model, lm_batches(corpus.train, tcfg.batch_size, tcfg.seq_len), tcfg,
+                         cfg.model, pe, cfg.data, progress=progress, desc=f"{label(cfg, pe)} seed {tcfg.seed}")
+
+
+def unigram_bpb(data: torch.Tensor) -> float:
+    """Bits per byte of the byte-frequency (unigram) model of a split: the level a model must beat to have
+    learned anything beyond byte counts."""
+    p = torch.bincount(data.long().flatten(), minlength=256).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log2()).sum())
 
 
 def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
@@ -112,40 +129,52 @@ def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model, pe_config(cfg, spec)).to(device)
         timers[label(cfg, spec)] = train_step_timer(model, model.loss, x, y, compile=cfg.train.compile)
-    med = interleaved_medians(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2)
-    return pd.DataFrame([{"experiment": "speed", "encoding": n, "step_time_s": t, "tokens_per_s": x.numel() / t,
-                          "rounds": cfg.speed_rounds, "steps_per_round": cfg.speed_steps} for n, t in med.items()])
+    times = interleaved_times(timers, cfg.speed_rounds, cfg.speed_steps, warmup=2)
+    rows = []
+    for n, per_round in times.items():
+        t = float(np.median([v for r in per_round for v in r]))
+        rows.append({"experiment": "speed", "encoding": n, "step_time_s": t, "tokens_per_s": x.numel() / t,
+                     "rounds": cfg.speed_rounds, "steps_per_round": cfg.speed_steps})
+        rows += [{"experiment": "speed_round", "encoding": n, "round": i, "step_time_s": float(np.median(r))}
+                 for i, r in enumerate(per_round)]
+    return pd.DataFrame(rows)
 
 
 def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train every encoding and evaluate it by length; one failed model never stops the others."""
+    """Train every encoding once per seed and evaluate it by length on the same segments of the test split
+    (paired comparisons); one failed model never stops the others."""
     corpus = corpus or load_corpus(cfg.data)
     check(cfg, corpus)
-    frames = []
+    frames = [pd.DataFrame([{"experiment": "corpus", "unigram_bpb": unigram_bpb(corpus.train),
+                             "train_length": cfg.train.seq_len}])]
     for spec in cfg.encodings:
         lab = label(cfg, spec)
-        try:
-            model, tr = train_one(cfg, corpus, spec, progress)
-        except TrainingDiverged as e:
-            frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "status": "failed",
-                                         "error": str(e)}]))
-            continue
-        torch.manual_seed(cfg.train.seed + 1)  # randomized positions at test time are drawn too
-        ev = by_length(model, corpus.test, cfg.lengths, cfg.eval.max_tokens, sliding_stride=cfg.eval.sliding_stride,
-                       sliding_tokens=cfg.eval.sliding_tokens, batch_tokens=cfg.batch_tokens,
-                       max_position=model.pe.max_positions if spec.name == "learned" else None)
-        ev.insert(0, "encoding", lab)
-        ev.insert(0, "experiment", "eval")
-        ev["train_length"] = cfg.train.seq_len
-        frames.append(ev)
-        curve = pd.DataFrame({"experiment": "train_curve", "encoding": lab,
-                              "step": range(1, len(tr.losses) + 1), "loss": tr.losses}).iloc[::10]
-        frames.append(curve)
-        frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "status": tr.status,
-                                     "tokens_per_s": tr.tokens_per_s, "step_time_s": tr.step_time_s,
-                                     "wall_s": tr.wall_s, "steps": tr.steps,
-                                     "final_loss": tr.losses[-1] if tr.losses else float("nan"),
-                                     "params": model.num_params()}]))
+        for seed in cfg.seeds:
+            try:
+                model, tr = train_one(cfg, corpus, spec, progress, seed)
+            except TrainingDiverged as e:
+                frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "seed": seed,
+                                             "status": "failed", "error": str(e)}]))
+                continue
+            torch.manual_seed(seed + 1)  # randomized positions at test time are drawn too
+            ev = by_length(model, corpus.test, cfg.lengths, cfg.eval.max_tokens,
+                           sliding_stride=cfg.eval.sliding_stride, sliding_tokens=cfg.eval.sliding_tokens,
+                           batch_tokens=cfg.batch_tokens,
+                           max_position=model.pe.max_positions if spec.name == "learned" else None)
+            ev.insert(0, "seed", seed)
+            ev.insert(0, "encoding", lab)
+            ev.insert(0, "experiment", "eval")
+            ev["train_length"] = cfg.train.seq_len
+            seg = segment_rows(ev).assign(experiment="eval_segment")
+            frames += [ev.drop(columns=["segment_nll"], errors="ignore"), seg]
+            curve = pd.DataFrame({"experiment": "train_curve", "encoding": lab, "seed": seed,
+                                  "step": range(1, len(tr.losses) + 1), "loss": tr.losses}).iloc[::10]
+            frames.append(curve)
+            frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "seed": seed, "status": tr.status,
+                                         "tokens_per_s": tr.tokens_per_s, "step_time_s": tr.step_time_s,
+                                         "wall_s": tr.wall_s, "steps": tr.steps,
+                                         "final_loss": tr.losses[-1] if tr.losses else float("nan"),
+                                         "params": model.num_params()}]))
     if cfg.speed_rounds:
         frames.append(speed_benchmark(cfg, corpus))
     return pd.concat(frames, ignore_index=True)
@@ -189,97 +218,180 @@ def speed_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- claims
+# Each statistic is computed on bits per byte per (seed, evaluation segment); its 95% interval resamples
+# seeds and segments (`stats.crossed_bootstrap`); segments are the same for every model and length, so
+# ratios and differences are paired. Precondition of every length claim: each seed's model has learned
+# its training length (bpb at L at least FIT_MARGIN bits below the byte-unigram entropy of the corpus).
+
+FIT_MARGIN = 0.5
 
 
-def _bpb(results: pd.DataFrame, enc: str, protocol: str = "nonoverlapping") -> pd.Series:
+def segment_matrix(results: pd.DataFrame, columns: list[tuple[str, int]], protocol: str = "nonoverlapping"
+                   ) -> np.ndarray:
+    """Bits per byte (seeds, segments, len(columns)) for each (encoding, length) of `columns`; only seeds
+    and segments present for every column."""
+    seg = select(results, experiment="eval_segment", protocol=protocol)
+    empty = np.empty((0, 0, len(columns)))
+    if seg.empty:
+        return empty
+    wide = seg.pivot_table(index=["seed", "segment"], columns=["encoding", "length"], values="bpb")
+    if any(c not in wide.columns for c in columns):
+        return empty
+    wide = wide[columns].dropna()
+    if wide.empty:
+        return empty
+    seeds = sorted(wide.index.get_level_values(0).unique())
+    segs = sorted(wide.index.get_level_values(1).unique())
+    full = wide.reindex(pd.MultiIndex.from_product([seeds, segs]))
+    full = full[full.notna().all(axis=1).groupby(level=0).transform("all")]  # seeds with every segment
+    n_seeds = full.index.get_level_values(0).nunique()
+    return full.to_numpy().reshape(n_seeds, -1, len(columns)) if n_seeds else empty
+
+
+def train_length(results: pd.DataFrame) -> int | None:
+    """L, the training length of the run's models."""
+    ev = select(results, experiment="eval")
+    return int(ev["train_length"].iloc[0]) if not ev.empty else None
+
+
+def fit_problem(results: pd.DataFrame, *encodings: str) -> str:
+    """Why the models of `encodings` say nothing beyond L ('' when each seed has learned L)."""
+    corpus, ev = select(results, experiment="corpus"), select(results, experiment="eval", protocol="nonoverlapping")
+    L = train_length(results)
+    if corpus.empty or L is None:
+        return "no corpus statistics or no evaluation"
+    limit = float(corpus["unigram_bpb"].iloc[0]) - FIT_MARGIN
+    failed = select(results, experiment="train", status="failed")
+    for enc in encodings:
+        bad = select(failed, encoding=enc)
+        if not bad.empty:
+            return f"{enc}: training failed ({bad['error'].iloc[0]})"
+        at_l = select(ev, encoding=enc, length=L)["bpb"]
+        if at_l.empty:
+            return f"{enc}: not evaluated"
+        if (at_l > limit).any():
+            return (f"{enc} does not fit its training length: bpb at L up to {at_l.max():.3f}, needs <= {limit:.3f} "
+                    f"(byte-unigram entropy - {FIT_MARGIN})")
+    return ""
+
+
+def _ratio_stat(ks: list[int]):  # noqa: ANN202
+    """max over columns ks of mean(column) / mean(column 0)."""
+    return lambda d: float(max(np.mean(d[..., k]) / np.mean(d[..., 0]) for k in ks))
+
+
+def length_ratio(results: pd.DataFrame, enc: str, mults: list[int], protocol: str = "nonoverlapping"
+                 ) -> tuple[Estimate | None, str]:
+    """max over `mults` of enc's bpb at m*L / at L, with its interval; or None and why."""
+    L = train_length(results)
+    if L is None:
+        return None, "no evaluation"
     ev = select(results, experiment="eval", encoding=enc, protocol=protocol)
-    return ev.set_index("length")["bpb"].dropna().sort_index()
+    lengths = [L * m for m in mults if L * m in set(ev["length"])]
+    if len(lengths) < len(mults):
+        return None, f"{enc}: no evaluation at {', '.join(f'{m}L' for m in mults)} ({protocol})"
+    d = segment_matrix(results, [(enc, L)] + [(enc, n) for n in lengths], protocol)
+    if d.size == 0:
+        return None, f"{enc}: no per-segment data ({protocol})"
+    return crossed_bootstrap(d, _ratio_stat(list(range(1, len(lengths) + 1)))), ""
 
 
-def _ratio_claim(results: pd.DataFrame, enc: str, mult: int, protocol: str = "nonoverlapping") -> tuple[float, str]:
-    s = _bpb(results, enc, protocol)
-    if s.empty:
-        return float("nan"), "no data"
-    base_len = s.index.min()
-    target = base_len * mult
-    if target not in s.index:
-        return float("nan"), f"no {mult}L evaluation"
-    r = float(s[target] / s[base_len])
-    return r, f"bpb {s[base_len]:.3f} at L -> {s[target]:.3f} at {mult}L (x{r:.3f})"
+def _length_claim(df: pd.DataFrame, enc: str, mults: list[int], op: str, thr: float, what: str,
+                  protocol: str = "nonoverlapping") -> Measured:
+    if (why := fit_problem(df, enc)):
+        return Measured.missing(why)
+    est, why = length_ratio(df, enc, mults, protocol)
+    if est is None:
+        return Measured.missing(why)
+    return Measured(f"{enc} {what} x{est.text()} ({est.n_seeds} seeds x {est.n_units} segments)",
+                    (Condition(what, est, op, thr),))
 
 
 @claim("alibi_flat_to_16L", notebook=NAME, paper="Press et al. 2022, Fig. 1, Table 2", min_profile="cpu",
        statement="ALiBi trained at L keeps its loss when evaluated up to 16L",
        paper_value="ppl 19.73 at L=512 -> 18.31 at 15512 (~30L)",
-       threshold="max over lengths L..16L of ALiBi bpb <= 1.02 x its bpb at L")
+       threshold="95% interval of max over 2L..16L of ALiBi bpb / its bpb at L wholly <= 1.02")
 def _alibi_flat(df: pd.DataFrame) -> Measured:
-    s = _bpb(df, "alibi")
-    if len(s) < 2:
-        return Measured("no data", None)
-    r = float(s.max() / s.iloc[0])
-    return Measured(f"bpb {s.iloc[0]:.3f} at L, worst {s.max():.3f} (x{r:.3f}) up to length {int(s.index.max())}", r <= 1.02)
+    return _length_claim(df, "alibi", [2, 4, 8, 16], "<=", 1.02, "worst bpb / bpb at L")
 
 
 @claim("sinusoidal_degrades_at_2L", notebook=NAME, paper="Press et al. 2022, Fig. 1, Table 2", min_profile="cpu",
        statement="sinusoidal embeddings degrade already at 2L",
-       paper_value="ppl 20.05 at 512 -> 43.54 at 1012",
-       threshold="sinusoidal bpb at 2L >= 1.05 x its bpb at L")
+       paper_value="ppl 20.05 at 512 -> 43.54 at 1012 (loss x1.26)",
+       threshold="95% interval of sinusoidal bpb at 2L / at L wholly >= 1.05")
 def _sin_2l(df: pd.DataFrame) -> Measured:
-    r, text = _ratio_claim(df, "sinusoidal", 2)
-    return Measured(text, None if r != r else r >= 1.05)
+    return _length_claim(df, "sinusoidal", [2], ">=", 1.05, "bpb 2L / L")
+
+
+@claim("rotary_holds_near_2L", notebook=NAME, paper="Press et al. 2022, Fig. 1, Table 2", min_profile="cpu",
+       statement="rotary holds near L: at 2L its loss has not yet degraded",
+       paper_value="ppl 20.07 at 512 -> 21.37 at 1012 (loss x1.02)",
+       threshold="95% interval of rotary bpb at 2L / at L wholly <= 1.05")
+def _rope_2l(df: pd.DataFrame) -> Measured:
+    return _length_claim(df, "rope", [2], "<=", 1.05, "bpb 2L / L")
 
 
 @claim("rotary_degrades_beyond_2L", notebook=NAME, paper="Press et al. 2022, Fig. 1, Table 2", min_profile="cpu",
-       statement="rotary holds near L but degrades well beyond 2L",
-       paper_value="ppl 20.07 at 512 -> 21.37 at 1012 -> 35.54 at 3512",
-       threshold="rotary bpb at 8L >= 1.05 x its bpb at L")
+       statement="rotary degrades well beyond 2L",
+       paper_value="ppl 20.07 at 512 -> 35.54 at 3512 (loss x1.19)",
+       threshold="95% interval of rotary bpb at 8L / at L wholly >= 1.05")
 def _rope_8l(df: pd.DataFrame) -> Measured:
-    r, text = _ratio_claim(df, "rope", 8)
-    return Measured(text, None if r != r else r >= 1.05)
+    return _length_claim(df, "rope", [8], ">=", 1.05, "bpb 8L / L")
 
 
 @claim("t5_holds_to_2L", notebook=NAME, paper="Press et al. 2022, Fig. 1, Table 2", min_profile="cpu",
-       statement="the T5 bias extrapolates to at least 2L",
-       paper_value="ppl 19.65 at 512 -> 18.79 at 1012",
-       threshold="T5 bpb at 2L <= 1.02 x its bpb at L")
+       statement="the T5 bias extrapolates to 2L: its loss at 2L is not above its loss at L (the paper: it falls)",
+       paper_value="ppl 19.65 at 512 -> 18.79 at 1012 (loss x0.985)",
+       threshold="95% interval of T5 bpb at 2L / at L wholly <= 1.00")
 def _t5_2l(df: pd.DataFrame) -> Measured:
-    r, text = _ratio_claim(df, "t5", 2)
-    return Measured(text, None if r != r else r <= 1.02)
+    return _length_claim(df, "t5", [2], "<=", 1.00, "bpb 2L / L")
 
 
 @claim("alibi_sliding_flat", notebook=NAME, paper="Press et al. 2022, App. B, Fig. 7", min_profile="cpu",
        statement="with a sliding window, ALiBi's loss stays flat beyond L",
        paper_value="sliding-window (stride 1) ppl flat from L to ~10L",
-       threshold="max over lengths of ALiBi sliding-window bpb <= 1.02 x its value at L")
+       threshold="95% interval of max over 2L..16L of ALiBi sliding-window bpb / its value at L wholly <= 1.02")
 def _alibi_sliding(df: pd.DataFrame) -> Measured:
-    s = _bpb(df, "alibi", "sliding")
-    if len(s) < 2:
-        return Measured("no sliding-window data (eval.sliding_stride = 0)", None)
-    r = float(s.max() / s.iloc[0])
-    return Measured(f"sliding bpb {s.iloc[0]:.3f} at L, worst {s.max():.3f} (x{r:.3f})", r <= 1.02)
+    if select(df, experiment="eval", protocol="sliding").empty:
+        return Measured.missing("no sliding-window data (eval.sliding_stride = 0)")
+    return _length_claim(df, "alibi", [2, 4, 8, 16], "<=", 1.02, "worst sliding bpb / at L", "sliding")
 
 
 @claim("alibi_in_distribution_vs_sinusoidal", notebook=NAME, paper="Press et al. 2022, Table 2", min_profile="cpu",
        statement="at the training length ALiBi is no worse than sinusoidal",
        paper_value="ppl 19.73 (ALiBi) vs 20.05 (sinusoidal) at L = 512",
-       threshold="ALiBi bpb at L <= sinusoidal bpb at L + 0.02")
+       threshold="95% interval of ALiBi bpb - sinusoidal bpb at L wholly <= +0.02")
 def _alibi_vs_sin(df: pd.DataFrame) -> Measured:
-    a, s = _bpb(df, "alibi"), _bpb(df, "sinusoidal")
-    if a.empty or s.empty:
-        return Measured("no data", None)
-    return Measured(f"ALiBi {a.iloc[0]:.3f} vs sinusoidal {s.iloc[0]:.3f} bpb", bool(a.iloc[0] <= s.iloc[0] + 0.02))
+    L = train_length(df)
+    d = segment_matrix(df, [("sinusoidal", L), ("alibi", L)]) if L else np.empty((0, 0, 2))
+    if d.size == 0:
+        return Measured.missing("needs alibi and sinusoidal evaluated at L")
+    est = crossed_bootstrap(d, lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
+    return Measured(f"ALiBi - sinusoidal {est.text('+.3f')} bpb at L ({est.n_seeds} seeds x {est.n_units} segments)",
+                    (Condition("ALiBi - sinusoidal bpb", est, "<=", 0.02),))
+
+
+SPEED_VS_SINUSOIDAL = 0.9  # "about as fast": the paper's 28.3k vs 28.5k
+SPEED_VS_T5 = 1.2  # "faster than T5" by a margin timing noise cannot make (the paper: 1.97x)
 
 
 @claim("speed_ordering", notebook=NAME, paper="Press et al. 2022, Fig. 1 (right), sec. 4.1", min_profile="cpu",
-       statement="ALiBi trains about as fast as sinusoidal and faster than T5",
-       paper_value="words/s: sinusoidal 28.5k, ALiBi 28.3k, rotary 20.0k, T5 14.4k",
-       threshold="ALiBi tokens/s >= 0.9 x sinusoidal's and > T5's")
+       kind="measurement",
+       statement="ALiBi trains about as fast as sinusoidal and clearly faster than T5",
+       paper_value="words/s: sinusoidal 28.5k, ALiBi 28.3k (x0.99), T5 14.4k (ALiBi x1.97)",
+       threshold=f"95% intervals over interleaved rounds: ALiBi / sinusoidal tokens/s wholly >= {SPEED_VS_SINUSOIDAL}, "
+                 f"ALiBi / T5 wholly >= {SPEED_VS_T5}")
 def _speed(df: pd.DataFrame) -> Measured:
-    t, source = training_speed(df)
-    if t.empty:
-        return Measured("no data", None)
-    if not {"alibi", "sinusoidal", "t5"} <= set(t.index):
-        return Measured("needs alibi, sinusoidal and t5", None)
-    ok = t["alibi"] >= 0.9 * t["sinusoidal"] and t["alibi"] > t["t5"]
-    return Measured(f"tokens/s ALiBi {t['alibi']:.0f}, sinusoidal {t['sinusoidal']:.0f}, T5 {t['t5']:.0f} "
-                    f"(ALiBi / sinusoidal {t['alibi'] / t['sinusoidal']:.2f}; {source})", bool(ok))
+    r = select(df, experiment="speed_round")
+    if r.empty:
+        return Measured.missing("no interleaved speed benchmark (speed_rounds = 0)")
+    wide = r.pivot_table(index="round", columns="encoding", values="step_time_s")
+    if not {"alibi", "sinusoidal", "t5"} <= set(wide.columns):
+        return Measured.missing("needs alibi, sinusoidal and t5 in the speed benchmark")
+    d = wide[["alibi", "sinusoidal", "t5"]].to_numpy()[None]  # (1, rounds, 3)
+    vs_sin = crossed_bootstrap(d, lambda a: float(np.median(a[..., 1]) / np.median(a[..., 0])))
+    vs_t5 = crossed_bootstrap(d, lambda a: float(np.median(a[..., 2]) / np.median(a[..., 0])))
+    return Measured(f"ALiBi / sinusoidal x{vs_sin.text('.2f')}, ALiBi / T5 x{vs_t5.text('.2f')} "
+                    f"({vs_sin.n_units} interleaved rounds)",
+                    (Condition("ALiBi / sinusoidal", vs_sin, ">=", SPEED_VS_SINUSOIDAL),
+                     Condition("ALiBi / T5", vs_t5, ">=", SPEED_VS_T5)), seeded=False)

@@ -204,49 +204,49 @@ def run(cfg: PETourConfig) -> pd.DataFrame:
 def _rope_decay(df: pd.DataFrame) -> Measured:
     b = select(df, experiment="rope_decay_bound").sort_values("x")
     if b.empty:
-        return Measured("no data", None)
+        return Measured.missing("no data")
     v = b["value"].to_numpy()
     ratio = float(v[3 * len(v) // 4:].mean() / v[0])
-    return Measured(f"ratio {ratio:.3f} (bound {v[0]:.1f} at 0)", ratio < 0.5)
+    return Measured.exact(f"ratio {ratio:.3f} (bound {v[0]:.1f} at 0)", "late / initial bound", ratio, "<", 0.5)
 
 
-@claim("rope_offset_only", notebook=NAME, paper="Su et al. (RoFormer), eq. 16",
+@claim("rope_offset_only", notebook=NAME, kind="check", paper="Su et al. (RoFormer), eq. 16",
        statement="RoPE's q.k depends only on the offset m - n",
        paper_value="exact (translation invariant)",
        threshold="max relative change under a common shift of both positions < 1e-3 (float32)")
 def _rope_offset(df: pd.DataFrame) -> Measured:
     r = select(df, experiment="offset_invariance", encoding="rope")
     if r.empty:
-        return Measured("no data", None)
+        return Measured.missing("no data")
     v = float(r["value"].iloc[0])
-    return Measured(f"max relative change {v:.2e}", v < 1e-3)
+    return Measured.exact(f"max relative change {v:.2e}", "max relative change", v, "<", 1e-3)
 
 
-@claim("sinusoidal_offset_only", notebook=NAME, paper="Vaswani et al. 2017, sec. 3.5",
+@claim("sinusoidal_offset_only", notebook=NAME, kind="check", paper="Vaswani et al. 2017, sec. 3.5",
        statement="PE(m) . PE(n) of sinusoidal embeddings depends only on m - n",
        paper_value="exact: sum_i cos((m - n) w_i)",
        threshold="max relative change under a common shift < 1e-3 (float32)")
 def _sin_offset(df: pd.DataFrame) -> Measured:
     r = select(df, experiment="offset_invariance", encoding="sinusoidal")
     if r.empty:
-        return Measured("no data", None)
+        return Measured.missing("no data")
     v = float(r["value"].iloc[0])
-    return Measured(f"max relative change {v:.2e}", v < 1e-3)
+    return Measured.exact(f"max relative change {v:.2e}", "max relative change", v, "<", 1e-3)
 
 
-@claim("alibi_slopes_match_bloom", notebook=NAME, paper="Press et al. (ALiBi), sec. 3",
+@claim("alibi_slopes_match_bloom", notebook=NAME, kind="check", paper="Press et al. (ALiBi), sec. 3",
        statement="ALiBi slopes equal transformers' BLOOM build_alibi_tensor for every head count",
        paper_value="2^(-8k/n); interleaved rule for non-powers of 2",
        threshold="max |difference| <= 1e-6 over 1..N heads")
 def _alibi_ref(df: pd.DataFrame) -> Measured:
     r = select(df, experiment="reference", encoding="alibi")
     if r.empty:
-        return Measured("no data", None)
+        return Measured.missing("no data")
     v = float(r["value"].iloc[0])
-    return Measured(f"max |diff| {v:.1e} over 1..{int(r['x'].iloc[0])} heads", v <= 1e-6)
+    return Measured.exact(f"max |diff| {v:.1e} over 1..{int(r['x'].iloc[0])} heads", "max |diff|", v, "<=", 1e-6)
 
 
-@claim("t5_buckets_match_transformers", notebook=NAME, paper="Raffel et al. (T5), sec. 2.1",
+@claim("t5_buckets_match_transformers", notebook=NAME, kind="check", paper="Raffel et al. (T5), sec. 2.1",
        statement="T5 relative buckets equal transformers' T5Attention._relative_position_bucket",
        paper_value="32 buckets, max distance 128, log-spaced beyond 8 (16 causal)",
        threshold="0 mismatches over -R..R, bidirectional and causal")
@@ -254,9 +254,9 @@ def _t5_ref(df: pd.DataFrame) -> Measured:
     r = select(df, experiment="reference")
     r = r[r["encoding"].astype(str).str.startswith("t5")]
     if len(r) < 2:
-        return Measured("no data", None)
+        return Measured.missing("no data")
     n = int(r["value"].sum())
-    return Measured(f"{n} mismatches over {int(r['x'].iloc[0])} offsets x 2 modes", n == 0)
+    return Measured.exact(f"{n} mismatches over {int(r['x'].iloc[0])} offsets x 2 modes", "mismatches", n, "<=", 0)
 
 
 @claim("xpos_resolution_not_below_rope", notebook=NAME, paper="Sun et al. (XPos), sec. 3",
@@ -266,8 +266,9 @@ def _t5_ref(df: pd.DataFrame) -> Measured:
 def _xpos_res(df: pd.DataFrame) -> Measured:
     r = select(df, experiment="resolution").set_index("encoding")["value"]
     if not {"rope", "xpos"} <= set(r.index):
-        return Measured("no data", None)
-    return Measured(f"R(xpos) = {r['xpos']:.4g}, R(rope) = {r['rope']:.4g}", bool(r["xpos"] >= r["rope"]))
+        return Measured.missing("no data")
+    return Measured.exact(f"R(xpos) = {r['xpos']:.4g}, R(rope) = {r['rope']:.4g}", "R(xpos) - R(rope)",
+                          float(r["xpos"] - r["rope"]), ">=", 0.0)
 
 
 __all__ = ["PETourConfig", "run", "decay_curves", "offset_invariance", "sinusoidal_dot_products",
