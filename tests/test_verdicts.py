@@ -197,7 +197,7 @@ def test_log_scaling_claim_needs_in_distribution_fit():
 def test_reference_run_refuses_uncommitted_changes(tmp_path, monkeypatch):
     from attnlab import runner
 
-    monkeypatch.setattr(runner, "uncommitted", lambda: ["lib/attnlab/model.py"])
+    monkeypatch.setattr(runner, "uncommitted", lambda *a, **k: ["lib/attnlab/model.py"])
     with pytest.raises(Exception, match="uncommitted: lib/attnlab/model.py"):
         runner.check_reference_tree(runner.project_root() / "outputs" / "reference" / "cpu")
     runner.check_reference_tree(tmp_path / "elsewhere")  # other folders are not reference runs
@@ -227,3 +227,46 @@ def test_indicator_marks_one_position_and_parity_features_alternate():
         pf.proj.weight.copy_(torch.tensor([[0.0, 1.0]] * 8))
     out = pf.embed(torch.arange(4))[:, 0]
     assert torch.allclose(out, torch.tensor([1.0, -1.0, 1.0, -1.0]), atol=1e-6)
+
+
+def test_exact_parity_construction_is_right_and_loses_confidence_without_layer_norm():
+    """Chiang & Cholak's hand-set transformer: the sign is right for every string; the plain model's margin
+    shrinks with n (cross-entropy -> 1 bit); the layer-norm form with a small eps keeps it."""
+    import itertools
+
+    import torch
+
+    from attnlab.experiments.exact_parity import evaluate, exact_parity_logits
+
+    bits = torch.tensor(list(itertools.product([0, 1], repeat=6)))  # every string of length 6
+    odd = bits.sum(1) % 2 == 1
+    for kw in ({}, {"log_scaling": True}, {"layernorm": True, "eps": 1e-20}):
+        z = exact_parity_logits(bits, **kw)
+        assert torch.equal(z > 0, odd), kw
+    short, long = (pd.DataFrame(evaluate([n], 8)) for n in (4, 200))
+    assert long["cross_entropy_bits"].mean() > short["cross_entropy_bits"].mean() > 0.9
+    ln = pd.DataFrame(evaluate([4, 200], 8, layernorm=True, eps=1e-20))
+    assert ln["cross_entropy_bits"].max() < 0.1 and ln["correct"].all()
+    loose = pd.DataFrame(evaluate([200], 8, layernorm=True, eps=1e-5))
+    assert loose["cross_entropy_bits"].mean() > 0.5  # eps swamps the squared margin at this n
+
+
+def test_exact_parity_claims_read_their_rows():
+    from attnlab.experiments.exact_parity import evaluate
+
+    rows = [{"experiment": "exact_parity", "setting": "exact", **r} for r in evaluate([8, 64], 128)]
+    rows += [{"experiment": "exact_parity", "setting": "exact + layer norm (eps 1e-20)", **r}
+             for r in evaluate([8, 64], 128, layernorm=True, eps=1e-20)]
+    df = pd.DataFrame(rows)
+    assert CLAIMS["parity_exact_construction"].evaluate(df, "cpu")["verdict"] == REPRODUCED
+    assert CLAIMS["parity_layernorm_cross_entropy"].evaluate(df, "cpu")["verdict"] == REPRODUCED
+    assert CLAIMS["parity_exact_confidence_decays"].evaluate(df, "cpu")["verdict"] == REPRODUCED
+
+
+def test_lines_draw_a_thin_line_per_seed():
+    from attnlab import plots
+
+    df = pd.DataFrame([{"x": x, "y": x + s, "enc": "rope", "seed": s} for x in range(4) for s in range(3)])
+    fig = plots.lines(df, "x", "y", "enc")
+    assert len(fig.axes[0].lines) >= 4  # the mean line and one per seed
+    plots.close(fig)

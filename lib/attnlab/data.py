@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
 from .config import Config
@@ -28,6 +28,15 @@ class DataConfig(Config):
     valid_fraction: float = Field(0.05, gt=0, le=0.5)
     test_fraction: float = Field(0.05, gt=0, le=0.5)
     max_bytes: int = Field(0, ge=0, description="cap on corpus bytes read (0: all)")
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, spec: str) -> str:
+        """What can be checked without reading the corpus: the scheme, that a path exists and holds bytes,
+        that `hf:` has its package."""
+        if (why := spec_problem(spec)):
+            raise ValueError(why)
+        return spec
 
 SEPARATOR = b"\n\n"
 VOCAB_SIZE = 256
@@ -102,6 +111,8 @@ def _contiguous(spec: str, data: bytes, cfg: DataConfig) -> Corpus:
     n = len(data)
     a = int(n * (1 - cfg.valid_fraction - cfg.test_fraction))
     b = int(n * (1 - cfg.test_fraction))
+    if not 0 < a < b < n:
+        raise ConfigError(f"data.corpus = {spec!r}: {n} bytes are too few to split into train, valid and test")
     return Corpus(spec, encode(data[:a]), encode(data[a:b]), encode(data[b:]), 1)
 
 
@@ -148,7 +159,30 @@ def load_corpus(cfg: DataConfig) -> Corpus:
         return _from_files(spec, path, files, cfg)
     if spec.startswith("hf:") and len(spec) > 3:
         return _load_hf(spec, cfg)
-    raise ConfigError(f"data.corpus = {spec!r}: unknown corpus; valid choices: stdlib, file:PATH, hf:NAME[/CONFIG]")
+    raise ConfigError(f"data.corpus = {spec!r}: unknown corpus; valid choices: {SCHEMES}")
+
+
+SCHEMES = "stdlib, file:PATH, hf:NAME[/CONFIG]"
+
+
+def spec_problem(spec: str) -> str:
+    """Why a corpus spec cannot work ('' when it may): the scheme, a path that must exist and hold bytes,
+    `hf:` without its package. Checked without reading the corpus."""
+    if spec == "stdlib":
+        return ""
+    if spec.startswith("file:"):
+        path = Path(spec[5:]).expanduser()
+        if not path.exists():
+            return "no such file or folder"
+        sizes = [path.stat().st_size] if path.is_file() else [p.stat().st_size for p in path.rglob("*") if p.is_file()]
+        return "" if any(sizes) else "the corpus is empty"
+    if spec.startswith("hf:") and len(spec) > 3:
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            return "needs the `datasets` package (pip install -e '.[hf]')"
+        return ""
+    return f"unknown corpus; valid choices: {SCHEMES}"
 
 
 def check_sizes(corpus: Corpus, train_len: int, eval_len: int) -> None:
@@ -156,11 +190,12 @@ def check_sizes(corpus: Corpus, train_len: int, eval_len: int) -> None:
     if corpus.train.numel() < train_len + 2:
         raise ConfigError(f"data.corpus = {corpus.spec!r}: train split has {corpus.train.numel()} bytes, fewer "
                           f"than train.seq_len + 2 = {train_len + 2}")
-    for name in ("valid", "test"):
+    for name, need, why in (("valid", eval_len + 1, "the longest evaluation length + 1"),
+                            ("test", 2 * eval_len + 1, "2 x the longest evaluation length + 1 (a segment of "
+                                                       "context before each scored one)")):
         n = getattr(corpus, name).numel()
-        if n < eval_len + 1:
-            raise ConfigError(f"data.corpus = {corpus.spec!r}: {name} split has {n} bytes, fewer than the "
-                              f"longest evaluation length + 1 = {eval_len + 1}")
+        if n < need:
+            raise ConfigError(f"data.corpus = {corpus.spec!r}: {name} split has {n} bytes, fewer than {why} = {need}")
 
 
 def random_batch(data: Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

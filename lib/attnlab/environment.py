@@ -13,20 +13,23 @@ from typing import Any
 PACKAGES = ("torch", "transformers", "numpy", "pandas", "matplotlib", "papermill", "safetensors")
 
 
+CODE_PATHS = ("lib", "notebooks", "pyproject.toml", "requirements.lock")
+
+
 def git_commit(root: Path | None = None) -> str | None:
-    """The checked-out commit of the project (with '-dirty' if the tree has changes), or None."""
+    """The checked-out commit of the project, with '-dirty' if its code (lib/, notebooks/, the package
+    metadata and the lock) has changes not committed; None outside git. Results written under outputs/
+    during a run do not make it dirty."""
     root = root or Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return (sha + ("-dirty" if dirty else "")) if sha else None
+    return (sha + ("-dirty" if uncommitted(CODE_PATHS, root) else "")) if sha else None
 
 
-def uncommitted(paths: tuple[str, ...] = ("lib", "notebooks"), root: Path | None = None) -> list[str]:
+def uncommitted(paths: tuple[str, ...] = CODE_PATHS, root: Path | None = None) -> list[str]:
     """Files under `paths` with changes not committed (untracked ones included); [] outside git."""
     root = root or Path(__file__).resolve().parents[2]
     try:

@@ -47,15 +47,23 @@ def palette(names: Iterable[str]) -> dict[str, object]:
 
 def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None, *, logx: bool = False,
           logy: bool = False, title: str = "", xlabel: str | None = None, ylabel: str | None = None,
-          marker: str = "") -> Figure:
-    """One line per `hue` value of a tidy frame (seaborn lineplot; mean and 95% band over repeated rows)."""
+          marker: str = "", units: str | None = "seed") -> Figure:
+    """One line per `hue` value of a tidy frame (seaborn lineplot; mean and 95% band over repeated rows), and
+    a thin line per `units` value (each seed) where the frame has that column with more than one value."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.8))
+    if df.empty or not {x, y, hue} <= set(df.columns) or df[y].isna().all():
+        ax.text(0.5, 0.5, "no data (see the failures above)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        return fig
     d = df.assign(**{hue: df[hue].astype(str)})
     names = list(dict.fromkeys(d[hue]))
     dashes = {n: (4, 2) if linestyle(n) == "--" else "" for n in names}
     sns.lineplot(data=d, x=x, y=y, hue=hue, style=hue, hue_order=names, style_order=names, palette=palette(names),
                  dashes=dashes, markers={n: marker for n in names} if marker else False, errorbar=("ci", 95),
                  sort=True, ax=ax)
+    if units and units in d and d[units].nunique() > 1:
+        sns.lineplot(data=d, x=x, y=y, hue=hue, hue_order=names, palette=palette(names), units=units,
+                     estimator=None, lw=0.6, alpha=0.35, sort=True, ax=ax, legend=False)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
@@ -70,10 +78,14 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None
 
 
 def bars(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: plt.Axes | None = None, *, title: str = "",
-         xlabel: str | None = None, ylabel: str | None = None) -> Figure:
-    """A bar per `x` (and `hue`) of a tidy frame (seaborn barplot; 95% interval over repeated rows)."""
+         xlabel: str | None = None, ylabel: str | None = None, points: bool = True) -> Figure:
+    """A bar per `x` (and `hue`) of a tidy frame (seaborn barplot; 95% interval over repeated rows), with
+    each row (seed) as a point when `points`."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 3.6))
     sns.barplot(data=df, x=x, y=y, hue=hue, errorbar=("ci", 95), ax=ax)
+    if points and df.groupby([x] + ([hue] if hue else [])).size().max() > 1:
+        sns.stripplot(data=df, x=x, y=y, hue=hue, dodge=hue is not None, color="k", size=3, alpha=0.6, ax=ax,
+                      legend=False)
     ax.set_xlabel(xlabel if xlabel is not None else x)
     ax.set_ylabel(ylabel or y)
     ax.tick_params(axis="x", labelrotation=30)

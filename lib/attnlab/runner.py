@@ -23,7 +23,7 @@ from typing import Any
 
 from . import config as C
 from .environment import collect, git_commit, uncommitted
-from .experiments import NOTEBOOKS, resolve_notebook
+from .experiments import NOTEBOOKS, preflight, resolve_notebook
 from .experiments import load as load_config
 from .io import atomic_write_json, read_json
 from .session import project_root
@@ -79,15 +79,15 @@ def default_run_dir(profile: str) -> Path:
 
 
 def check_reference_tree(run_dir: Path) -> None:
-    """A reference run (under outputs/reference/) must name a real commit: refuse a tree whose lib/ or
-    notebooks/ has uncommitted changes."""
+    """A reference run (under outputs/reference/) must name a real commit: refuse a tree whose code (lib/,
+    notebooks/, package metadata, lock) has uncommitted changes."""
     ref = (project_root() / "outputs" / "reference").resolve()
     if run_dir.resolve() != ref and ref not in run_dir.resolve().parents:
         return
     changed = uncommitted()
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise C.ConfigError(f"out = {run_dir}: a reference run needs lib/ and notebooks/ committed; "
+        raise C.ConfigError(f"out = {run_dir}: a reference run needs lib/, notebooks/ and the lock committed; "
                             f"uncommitted: {shown}")
 
 
@@ -108,6 +108,7 @@ def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path |
     jobs = []
     for n in names:
         cfg = load_config(n, profile, per[n])  # raises ConfigError before any work
+        preflight(n, cfg, profile)  # inputs that must load (a corpus), before any kernel starts
         resolved = C.to_dict(cfg)
         digest = hashlib.sha256(json.dumps([profile, resolved], sort_keys=True).encode()).hexdigest()[:16]
         nb_dir = run_dir / n
@@ -162,6 +163,7 @@ def execute_job(job: Job, kernel_dir: str, threads: int, progress: bool, cell_ti
     (job.out_dir / "metrics.json").unlink(missing_ok=True)
     t0 = time.time()
     started = now()
+    commit = git_commit()  # the code this notebook ran (a resumed run folder may hold several)
     status, error = "completed", None
     try:
         pm.execute_notebook(str(job.source), str(job.out_dir / f"{job.name}.ipynb"), parameters=job.parameters,
@@ -172,12 +174,18 @@ def execute_job(job: Job, kernel_dir: str, threads: int, progress: bool, cell_ti
     metrics_path = job.out_dir / "metrics.json"
     if status == "completed" and not metrics_path.exists():
         status, error = "failed", f"{job.name}: finished without writing metrics.json"
-    if status == "failed":
+    if status == "failed" and metrics_path.exists():  # written by nb.finish: keep its rows and claims
+        m = read_json(metrics_path)
+        m["status"] = "failed"
+        m["error"] = m.get("error") or error
+        atomic_write_json(metrics_path, m)
+        error = m["error"]
+    elif status == "failed":
         atomic_write_json(metrics_path, {"notebook": job.name, "profile": job.parameters["profile"],
                                          "parameters": job.resolved, "status": "failed", "error": error,
                                          "results": [], "claims": [], "figures": [], "duration_s": None})
     result = {"status": status, "error": error, "started": started, "ended": now(),
-              "duration_s": round(time.time() - t0, 1), "digest": job.digest}
+              "duration_s": round(time.time() - t0, 1), "digest": job.digest, "git_commit": commit}
     atomic_write_json(job.out_dir / "status.json", result)
     return result
 

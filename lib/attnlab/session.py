@@ -21,6 +21,25 @@ from .environment import collect
 from .io import atomic_write_bytes, atomic_write_json
 
 
+class NotebookFailed(RuntimeError):
+    """Every model of a notebook failed; metrics.json keeps their rows and the reason."""
+
+
+def all_failed(results: pd.DataFrame) -> str:
+    """'' unless every model of a results frame failed; then the cause, e.g. 'every model diverged:
+    non-finite loss (nan) at step 4'."""
+    if results.empty or "status" not in results:
+        return ""
+    st = results["status"].dropna()
+    failed = results.loc[st.index[st == "failed"]]
+    if failed.empty or (st != "failed").any():
+        return ""
+    errors = failed["error"].dropna().astype(str) if "error" in failed else pd.Series(dtype=str)
+    first = errors.iloc[0] if len(errors) else "no error recorded"
+    verb = "diverged" if len(errors) and errors.str.contains("non-finite").all() else "failed"
+    return f"every model {verb} ({len(failed)} of {len(failed)}): {first}"
+
+
 def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
@@ -54,8 +73,12 @@ class NotebookRun:
         return path
 
     def finish(self, results: pd.DataFrame, status: str = "completed", error: str | None = None) -> pd.DataFrame:
-        """Check the claims, write metrics.json, and return the claims table for display."""
-        claims = check_claims(self.name, results, self.profile) if status == "completed" else []
+        """Check the claims, write metrics.json (failed models' rows included), and return the claims table
+        for display. When every model of the notebook failed, metrics.json says why and NotebookFailed is
+        raised after it is written (the runner's failure line then names the cause)."""
+        if status == "completed" and (why := all_failed(results)):
+            status, error = "failed", f"{self.name}: {why}"
+        claims = check_claims(self.name, results, self.profile)
         rows = results.astype(object).where(results.notna(), None).to_dict("records")
         for r in rows:
             for k, v in r.items():
@@ -75,6 +98,8 @@ class NotebookRun:
             "environment": collect(),
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
+        if status == "failed":
+            raise NotebookFailed(error or f"{self.name}: failed")
         table = pd.DataFrame(claims, columns=["id", "kind", "paper", "statement", "paper_value", "measured",
                                               "threshold", "estimate", "ci_low", "ci_high", "n_seeds", "verdict",
                                               "note"])

@@ -28,6 +28,15 @@ NOTEBOOKS.register(implicit_position.NAME)(implicit_position.ImplicitPositionCon
 NOTEBOOKS.register(extension.NAME)(extension.ExtensionConfig)
 
 
+def preflight(name: str, cfg: C.Config, profile: str) -> None:
+    """Checks of a notebook's inputs that need more than validation (a corpus that must load and be large
+    enough): ConfigError before any kernel starts. Notebooks 06-07 read notebook 02's models and corpus."""
+    if name == lm_extrapolation.NAME:
+        lm_extrapolation.preflight(cfg)  # type: ignore[arg-type]
+    elif name in (implicit_position.NAME, extension.NAME):
+        lm_extrapolation.preflight(lm_extrapolation.load_config(profile))
+
+
 def resolve_notebook(name: str) -> str:
     """Full notebook name from a name or a unique prefix ('01', '01_positional')."""
     name = name.removesuffix(".ipynb").split("/")[-1]

@@ -1,6 +1,7 @@
 """Notebook 07: inference-time fixes beyond the training length.
 
-(a) Chiang & Cholak 2022: log-length scaling of attention logits on FIRST and PARITY, with their
+(a) Chiang & Cholak 2022: their exact PARITY construction (accuracy and cross-entropy by length,
+    with and without layer norm and log-length scaling); log-length scaling of attention logits on FIRST and PARITY, with their
     position features (an indicator of the first symbol; [i/n, cos(i pi)] for PARITY);
 (b) Chi et al. 2023 (attention alignment): rescale logits beyond L so that attention entropy
     matches its value at L, for the T5-bias and ALiBi models of notebook 02;
@@ -26,11 +27,12 @@ from ..data import load_corpus, random_batch
 from ..evaluate import nonoverlapping, segment_rows
 from ..model import ModelConfig, build_model
 from ..positional import PEDims, build_encoding
-from ..stats import crossed_bootstrap
+from ..stats import crossed_bootstrap, wilson
 from ..tasks.base import get_task
 from ..train import TrainConfig, lm_batches, train, train_or_load
 from . import lm_extrapolation as lm
 from .algorithmic import Layout, _rng, sample_scores
+from .exact_parity import evaluate as evaluate_exact
 
 NAME = "07_attention_scaling_and_rope_extension"
 ROPE_METHODS = ("rope", "linear", "dynamic", "yarn", "llama3")
@@ -47,6 +49,10 @@ class ExtensionConfig(Config):
     cc_train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup=100,
                                                                        weight_decay=0.0, checkpoint_every=500))
     cc_eval_samples: int = Field(256, ge=1)
+    exact_samples: int = Field(128, ge=1, description="bit strings per length for the exact PARITY construction "
+                               "(128 all right: Wilson interval above 0.97)")
+    exact_eps: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (1e-5, 1e-20), description="layer-norm eps of the exact construction's layer-norm form")
     cc_seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="one FIRST / PARITY model per seed")
     align_encodings: tuple[one_of(("t5", "alibi", "kerple", "fire")), ...] = ("t5", "alibi")
     align_sequences: int = Field(8, ge=1, description="windows used to match attention entropy")
@@ -94,6 +100,18 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
                                  "final_loss": tr.losses[-1] if tr.losses else float("nan")})
                     rows += [{"experiment": "log_scaling_sample", "task": name, "scaled": scaled, "seed": seed,
                               "length": n, "sample": i, "score": float(v)} for i, v in enumerate(sc)]
+    return pd.DataFrame(rows)
+
+
+def run_exact(cfg: ExtensionConfig) -> pd.DataFrame:
+    """Chiang & Cholak's hand-set PARITY transformer at every test length: plain, with log-length scaling,
+    and in its layer-norm form for each eps (the same bit strings for every setting)."""
+    settings = [("exact", {}), ("exact, log n", {"log_scaling": True})]
+    settings += [(f"exact + layer norm (eps {e:g})", {"layernorm": True, "eps": e}) for e in cfg.exact_eps]
+    rows = []
+    for name, kw in settings:
+        for r in evaluate_exact(sorted(set(cfg.cc_test_lengths)), cfg.exact_samples, **kw):
+            rows.append({"experiment": "exact_parity", "setting": name, **r})
     return pd.DataFrame(rows)
 
 
@@ -182,7 +200,7 @@ def _with_segments(ev: pd.DataFrame, experiment: str) -> pd.DataFrame:
 
 
 def run(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
-    return pd.concat([run_cc(cfg, progress), run_alignment(cfg, profile, progress), run_rope(cfg, profile, progress)],
+    return pd.concat([run_cc(cfg, progress), run_exact(cfg), run_alignment(cfg, profile, progress), run_rope(cfg, profile, progress)],
                      ignore_index=True)
 
 
@@ -240,6 +258,61 @@ def _cc_claim(df: pd.DataFrame, task: str, need_gain: bool) -> Measured:
        "accuracy wholly >= 0.9 and scaled - unscaled wholly > 0")
 def _first(df: pd.DataFrame) -> Measured:
     return _cc_claim(df, "first", need_gain=True)
+
+
+def _exact(df: pd.DataFrame, setting: str) -> tuple[pd.DataFrame, int]:
+    r = select(df, experiment="exact_parity", setting=setting)
+    return r, (int(r["length"].max()) if len(r) else 0)
+
+
+@claim("parity_exact_construction", notebook=NAME, paper="Chiang & Cholak 2022, sec. 3 (Theorem 1)",
+       statement="a transformer with weights set by hand recognizes PARITY with perfect accuracy at every length",
+       paper_value="perfect accuracy for all n (construction; their parity_exact.py)",
+       threshold="every setting (plain, log n, layer norm): Wilson 95% interval of accuracy at the longest length "
+       "wholly >= 0.95")
+def _exact_acc(df: pd.DataFrame) -> Measured:
+    r = select(df, experiment="exact_parity")
+    if r.empty:
+        return Measured.missing("no exact-construction data")
+    n = int(r["length"].max())
+    conds = []
+    for setting, g in r[r["length"] == n].groupby("setting", sort=False):
+        conds.append(Condition(f"{setting} accuracy", wilson(int(g["correct"].sum()), len(g)), ">=", 0.95))
+    return Measured(f"at n = {n}: " + ", ".join(f"{c.label} {c.estimate.text()}" for c in conds), tuple(conds),
+                    seeded=False)
+
+
+@claim("parity_exact_confidence_decays", notebook=NAME, paper="Chiang & Cholak 2022, sec. 3-4 (Hahn's lemma)",
+       statement="without layer normalization the exact PARITY model's cross-entropy approaches 1 bit as n grows",
+       paper_value="cross-entropy approaching 1 bit per string as strings get longer",
+       threshold="plain construction: 95% interval (over strings) of the mean cross-entropy at the longest length "
+       "wholly >= 0.9 bits")
+def _exact_ce(df: pd.DataFrame) -> Measured:
+    r, n = _exact(df, "exact")
+    if r.empty:
+        return Measured.missing("no exact-construction data")
+    g = r[r["length"] == n]["cross_entropy_bits"].to_numpy()
+    est = crossed_bootstrap(g[None, :, None], lambda a: float(np.mean(a)))
+    return Measured(f"cross-entropy at n = {n}: {est.text()} bits ({est.n_units} strings)",
+                    (Condition("cross-entropy (bits)", est, ">=", 0.9),), seeded=False)
+
+
+@claim("parity_layernorm_cross_entropy", notebook=NAME, paper="Chiang & Cholak 2022, sec. 4",
+       statement="layer normalization brings the exact PARITY model's cross-entropy close to zero at every length, "
+       "once eps is small against its squared margin",
+       paper_value="cross-entropy arbitrarily close to zero with layer normalization",
+       threshold="layer-norm form with the smallest eps: 95% interval of the worst mean cross-entropy over the "
+       "test lengths wholly <= 0.1 bits")
+def _exact_ln(df: pd.DataFrame) -> Measured:
+    r = select(df, experiment="exact_parity")
+    ln = sorted({s for s in r.get("setting", []) if "layer norm" in s},
+                key=lambda s: float(s.split("eps ")[1].rstrip(")")))
+    if not ln:
+        return Measured.missing("no layer-norm setting")
+    g = r[r["setting"] == ln[0]].pivot_table(index="sample", columns="length", values="cross_entropy_bits")
+    est = crossed_bootstrap(g.to_numpy()[None], lambda a: float(np.mean(a, axis=(0, 1)).max()))
+    return Measured(f"{ln[0]}: worst mean cross-entropy over n = {', '.join(map(str, g.columns))}: "
+                    f"{est.text()} bits", (Condition("worst cross-entropy (bits)", est, "<=", 0.1),), seeded=False)
 
 
 @claim("log_scaling_parity", notebook=NAME, paper="Chiang & Cholak 2022, sec. 5", min_profile="cpu",

@@ -97,6 +97,12 @@ def check(cfg: LMExtrapolationConfig, corpus: Corpus) -> None:
     check_sizes(corpus, cfg.train.seq_len, max(cfg.lengths))
 
 
+def preflight(cfg: LMExtrapolationConfig) -> None:
+    """Everything about the input that can fail, checked before a notebook kernel starts: the corpus loads
+    (exists, not empty, reachable) and is large enough for the training and evaluation lengths."""
+    check(cfg, load_corpus(cfg.data))
+
+
 def train_one(cfg: LMExtrapolationConfig, corpus: Corpus, spec: PESpec | str, progress: bool = True,
               seed: int | None = None):  # noqa: ANN201
     """Train (or load from the model cache, keyed by seed) the LM with encoding `spec`; returns
@@ -189,10 +195,23 @@ PAPER_PPL = pd.DataFrame(
 PAPER_WPS = {"sinusoidal": 28.5e3, "rope": 20.0e3, "t5": 14.4e3, "alibi": 28.3e3}
 
 
-def bpb_table(results: pd.DataFrame, protocol: str = "nonoverlapping") -> pd.DataFrame:
-    """Bits per byte, encodings x evaluation lengths."""
+def eval_rows(results: pd.DataFrame, protocol: str = "nonoverlapping") -> pd.DataFrame:
+    """Evaluation rows (one per encoding, seed and length) with a bits-per-byte value; empty when every model
+    failed."""
     ev = select(results, experiment="eval", protocol=protocol)
-    return ev.pivot_table(index="encoding", columns="length", values="bpb", sort=False)
+    return ev.dropna(subset=["bpb"]) if "bpb" in ev else ev.iloc[0:0]
+
+
+def bpb_table(results: pd.DataFrame, protocol: str = "nonoverlapping") -> pd.DataFrame:
+    """Bits per byte (mean over seeds), encodings x evaluation lengths."""
+    ev = eval_rows(results, protocol)
+    return ev.pivot_table(index="encoding", columns="length", values="bpb", sort=False) if len(ev) else pd.DataFrame()
+
+
+def failures(results: pd.DataFrame) -> pd.DataFrame:
+    """The models that failed (encoding, seed, error)."""
+    f = select(results, experiment="train", status="failed")
+    return f[[c for c in ("encoding", "seed", "error") if c in f]]
 
 
 def training_speed(results: pd.DataFrame) -> tuple[pd.Series, str]:
@@ -256,16 +275,17 @@ def train_length(results: pd.DataFrame) -> int | None:
 
 def fit_problem(results: pd.DataFrame, *encodings: str) -> str:
     """Why the models of `encodings` say nothing beyond L ('' when each seed has learned L)."""
+    failed = select(results, experiment="train", status="failed")
+    for enc in encodings:
+        bad = select(failed, encoding=enc)
+        if not bad.empty:
+            return f"{enc}: training failed for {len(bad)} seed(s) ({bad['error'].iloc[0]})"
     corpus, ev = select(results, experiment="corpus"), select(results, experiment="eval", protocol="nonoverlapping")
     L = train_length(results)
     if corpus.empty or L is None:
         return "no corpus statistics or no evaluation"
     limit = float(corpus["unigram_bpb"].iloc[0]) - FIT_MARGIN
-    failed = select(results, experiment="train", status="failed")
     for enc in encodings:
-        bad = select(failed, encoding=enc)
-        if not bad.empty:
-            return f"{enc}: training failed ({bad['error'].iloc[0]})"
         at_l = select(ev, encoding=enc, length=L)["bpb"]
         if at_l.empty:
             return f"{enc}: not evaluated"
@@ -362,6 +382,8 @@ def _alibi_sliding(df: pd.DataFrame) -> Measured:
        paper_value="ppl 19.73 (ALiBi) vs 20.05 (sinusoidal) at L = 512",
        threshold="95% interval of ALiBi bpb - sinusoidal bpb at L wholly <= +0.02")
 def _alibi_vs_sin(df: pd.DataFrame) -> Measured:
+    if (why := fit_problem(df, "alibi", "sinusoidal")):
+        return Measured.missing(why)
     L = train_length(df)
     d = segment_matrix(df, [("sinusoidal", L), ("alibi", L)]) if L else np.empty((0, 0, 2))
     if d.size == 0:
