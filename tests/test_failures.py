@@ -69,3 +69,30 @@ def test_some_models_failed_completes():
     rows = pd.DataFrame([{"status": "failed", "error": "non-finite loss (nan) at step 4"}, {"status": "completed"}])
     assert session.all_failed(rows) == ""
     assert "every model failed" in session.all_failed(pd.DataFrame([{"status": "failed", "error": "boom"}]))
+
+
+def _fake_run(root, verdict: str, bpb: float):
+    import json
+
+    d = root / "02_lm_length_extrapolation"
+    d.mkdir(parents=True)
+    results = [{"experiment": "eval", "protocol": "nonoverlapping", "encoding": "alibi", "seed": s, "length": n,
+                "bpb": bpb + 0.01 * s} for s in range(3) for n in (64, 128)]
+    claims = [{"id": "alibi_flat_to_16L", "kind": "reproduction", "paper": "Press", "verdict": verdict,
+               "estimate": 1.0, "ci_low": 0.99, "ci_high": 1.01, "n_seeds": 3},
+              {"id": "t5_holds_to_2L", "kind": "reproduction", "paper": "Press", "verdict": "inconclusive",
+               "estimate": 1.0, "ci_low": 0.9, "ci_high": 1.1, "n_seeds": 3}]
+    (d / "metrics.json").write_text(json.dumps({"notebook": d.name, "status": "completed", "results": results,
+                                                "claims": claims}))
+    return root
+
+
+def test_compare_two_runs(tmp_path):
+    from attnlab import cli
+
+    a = _fake_run(tmp_path / "a", "reproduced", 2.5)
+    b = _fake_run(tmp_path / "b", "not reproduced", 2.7)
+    assert cli.main(["compare", str(a), str(b)]) == 0
+    page = (b / "compare.html").read_text()
+    assert "1</b> of 2 verdicts changed" in page and page.count("data:image/png;base64,") == 1
+    assert cli.main(["compare", str(a), str(tmp_path / "nope")]) == 2

@@ -9,13 +9,13 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "attnlab"
 
 # docs/design.md, "Layers": a module may import its own layer and those below
 LAYERS = [
-    ("errors", "registry", "io", "environment"),
+    ("errors", "registry", "io", "environment", "stats"),
     ("config",),
     ("positional", "attention", "tasks"),
     ("model", "data", "train", "evaluate", "analysis", "plots"),
     ("claims", "bench"),
     ("experiments",),
-    ("session", "runner", "report", "cli", "__main__", ""),
+    ("session", "runner", "report", "compare", "cli", "__main__", ""),
 ]
 
 

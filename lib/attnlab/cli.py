@@ -53,6 +53,16 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import compare, terminal_table
+
+    table, page = compare(a.run_a, a.run_b, a.out)
+    print(f"{int(table['changed'].sum())} of {len(table)} verdicts changed")
+    print(terminal_table(table, a.all))
+    print(f"compare: {page}")
+    return 0
+
+
 def _positive(a: argparse.Namespace, *names: str) -> None:
     for k in names:
         if getattr(a, k) < 1:
@@ -156,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the report of a run folder")
     rep.add_argument("dir")
     rep.set_defaults(fn=_cmd_report)
+    cmp = sub.add_parser("compare", help="two run folders: changed verdicts, estimates, overlaid curves")
+    cmp.add_argument("run_a")
+    cmp.add_argument("run_b")
+    cmp.add_argument("--out", metavar="FILE", help="HTML page (default: RUN_B/compare.html)")
+    cmp.add_argument("--all", action="store_true", help="every claim in the terminal table, not only changes")
+    cmp.set_defaults(fn=_cmd_compare)
     _bench_parsers(sub)
     return ap
 
