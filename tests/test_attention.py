@@ -369,3 +369,30 @@ def test_padding_bias_masks_keys_in_every_backend(backend):
     ref = eager_attention(q[:1, :, :, :], k[:1, :, :15], v[:1, :, :15])
     torch.testing.assert_close(out[:1], ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[1:], eager_attention(q[1:], k[1:], v[1:]), atol=1e-5, rtol=1e-5)
+
+
+def test_urpe_with_c_of_ones_is_ordinary_attention_and_c_is_toeplitz():
+    """URPE (Luo et al. 2022): C = 1 gives softmax attention with the bias; C_ij depends on i - j only."""
+    q, k, v = qkv()
+    bias = torch.randn(H, T, T)
+    m = variant("urpe", True)
+    with torch.no_grad():
+        torch.testing.assert_close(call(m, q, k, v, bias=bias), eager_attention(q, k, v, bias=bias, causal=True),
+                                   atol=1e-5, rtol=1e-5)
+        m.c_flat.copy_(torch.randn_like(m.c_flat))
+    c = m.toeplitz(T, T, torch.device("cpu"))
+    for d in (-3, 0, 5):
+        diag = torch.diagonal(c, offset=d, dim1=-2, dim2=-1)  # (H, T - |d|)
+        torch.testing.assert_close(diag, diag[:, :1].expand_as(diag))
+    scores = (q @ k.transpose(-2, -1)) / D ** 0.5 + bias  # the definition: probabilities times C, then V
+    p = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+    with torch.no_grad():
+        torch.testing.assert_close(call(m, q, k, v, bias=bias), torch.matmul(p * c, v), atol=1e-5, rtol=1e-5)
+
+
+def test_key_value_attention_uses_keys_as_queries():
+    q, k, v = qkv()
+    m = variant("key_value")
+    torch.testing.assert_close(call(m, q, k, v), eager_attention(k, k, v), atol=1e-5, rtol=1e-5)
+    s = k @ k.transpose(-2, -1)
+    torch.testing.assert_close(s, s.transpose(-2, -1))  # a symmetric score map

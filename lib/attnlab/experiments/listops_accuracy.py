@@ -25,9 +25,10 @@ from ..tasks import listops as L
 from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
-VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse")
+VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value")
 LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
-          "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)"}
+          "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)", "urpe": "URPE",
+          "key_value": "Key-Value"}
 # LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
 PAPER_ACC = {"Transformer": 36.37, "Local Attention": 15.82, "Linformer": 35.70, "Performer": 18.01,
              "Linear Trans.": 16.13, "FNet": 35.33}
