@@ -1,6 +1,8 @@
 """Corpora: stdlib default without site-packages, file specs, clear errors, batching."""
 
 import pytest
+
+from attnlab.config import validate
 import torch
 
 from attnlab.data import DataConfig, check_sizes, decode, encode, load_corpus, random_batch, stdlib_files
@@ -37,14 +39,14 @@ def test_file_corpus_single_file_and_folder(tmp_path):
     ("s3://bucket", "unknown corpus; valid choices: stdlib, file:PATH, hf:NAME"),
 ])
 def test_bad_corpus_specs(spec, match):
-    with pytest.raises(ConfigError, match=match):
-        load_corpus(DataConfig(corpus=spec))
+    with pytest.raises(ConfigError, match=match):  # refused when the config is built, before any loading
+        load_corpus(validate(DataConfig, {"corpus": spec}))
 
 
 def test_empty_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ConfigError, match="empty"):
-        load_corpus(DataConfig(corpus=f"file:{tmp_path / 'empty.txt'}"))
+        load_corpus(validate(DataConfig, {"corpus": f"file:{tmp_path / 'empty.txt'}"}))
 
 
 def test_too_small_for_longest_evaluation(tmp_path):

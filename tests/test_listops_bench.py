@@ -101,11 +101,11 @@ def _timings(powers: dict[str, float]) -> pd.DataFrame:
 
 @pytest.mark.parametrize(("flex_power", "verdict"), [(1.0, True), (2.0, False)])
 def test_fused_memory_claim_checks_sdpa_and_flex(flex_power, verdict):
-    from attnlab.claims import CLAIMS, claims_for
+    from attnlab.claims import CLAIMS, NOT_REPRODUCED, REPRODUCED, claims_for, verdict_of
 
     claims_for("04_efficient_attention_speed")  # registers the notebook's claims
     m = CLAIMS["fused_memory_linear"].check(_timings({"eager": 2.0, "sdpa": 1.0, "alibi/flex": flex_power}))
-    assert m.passed is verdict and "alibi/flex memory exponent" in m.value
+    assert verdict_of(m)[0] == (REPRODUCED if verdict else NOT_REPRODUCED) and "alibi/flex memory exponent" in m.value
 
 
 def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():

@@ -179,6 +179,19 @@ def test_pi_is_compared_with_rope_fine_tuned_the_same_way():
     assert row["verdict"] == NOT_REPRODUCED  # PI beats un-fine-tuned RoPE, not RoPE fine-tuned at 2L
 
 
+def test_log_scaling_claim_reads_per_sample_scores():
+    rows = []
+    for s in range(3):
+        for scaled, far in ((False, 0.5), (True, 1.0)):
+            for n, acc in ((100, 1.0), (1000, far)):
+                rows.append({"experiment": "log_scaling", "task": "first", "scaled": scaled, "seed": s, "length": n,
+                             "accuracy": acc, "in_distribution": n <= 100})
+                rows += [{"experiment": "log_scaling_sample", "task": "first", "scaled": scaled, "seed": s, "length": n,
+                          "sample": i, "score": float(i < 64 * acc)} for i in range(64)]
+    row = CLAIMS["log_scaling_first"].evaluate(pd.DataFrame(rows), "cpu")
+    assert row["verdict"] == REPRODUCED, row["note"]
+
+
 def test_log_scaling_claim_needs_in_distribution_fit():
     rows = []
     for s in range(3):

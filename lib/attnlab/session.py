@@ -79,11 +79,11 @@ class NotebookRun:
         if status == "completed" and (why := all_failed(results)):
             status, error = "failed", f"{self.name}: {why}"
         claims = check_claims(self.name, results, self.profile)
-        rows = results.astype(object).where(results.notna(), None).to_dict("records")
-        for r in rows:
-            for k, v in r.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    r[k] = str(v)
+        rows = []  # each row keeps only its own columns (a tidy frame mixes experiments): missing = NaN
+        for r in results.astype(object).where(results.notna(), None).to_dict("records"):
+            row = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()
+                   if v is not None}
+            rows.append(row)
         metrics = {
             "notebook": self.name,
             "profile": self.profile,

@@ -218,7 +218,7 @@ def _cc_matrix(df: pd.DataFrame, task: str, length: int | None = None) -> tuple[
     wide = r.pivot_table(index=["seed", "sample"], columns="scaled", values="score")
     if set(wide.columns) != {False, True}:
         return np.empty((0, 0, 2)), n
-    wide = wide[[False, True]].dropna()
+    wide = wide.reindex(columns=[False, True]).dropna()  # (a list of booleans would index as a mask)
     seeds = wide.index.get_level_values(0).nunique()
     return wide.to_numpy().reshape(seeds, -1, 2), n
 
