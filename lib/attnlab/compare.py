@@ -79,6 +79,8 @@ def _overlay(a: Path, b: Path, notebook: str) -> list[tuple[str, str]]:
             continue
         d = pd.concat(frames, ignore_index=True).dropna(subset=[y])
         fig = plots.lines(d, x, y, "series", logx=logx, marker="o", title=title, units=None)
+        if fig.axes[0].get_legend() is not None:  # two runs' worth of names: beside the axes, not over them
+            fig.axes[0].legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
         plots.close(fig)
