@@ -1,10 +1,9 @@
 """Corpora: stdlib default without site-packages, file specs, clear errors, batching."""
 
 import pytest
-
-from attnlab.config import validate
 import torch
 
+from attnlab.config import validate
 from attnlab.data import DataConfig, check_sizes, decode, encode, load_corpus, random_batch, stdlib_files
 from attnlab.errors import ConfigError
 

@@ -6,6 +6,8 @@
   (Chi et al. 2023, *Latent positional information is in the self-attention variance*);
 * ``cosine_by_distance``: similarity of hidden states as a function of their distance
   (Zuo et al. 2024);
+* ``position_context_decomposition``: h(c, t) = mu + pos_t + ctx_c + resid (Song & Zhong 2023): the
+  shares of variance, the low-dimensional shape of pos and its near-orthogonality to ctx;
 * ``attention_entropy`` and ``align_temperature``: attention entropy by position and the
   logit scale that matches it to the training length (Chi et al. 2023, attention alignment).
 """
@@ -54,6 +56,28 @@ def position_probe_r2(hiddens: list[Tensor], train_fraction: float = 0.5, ridge:
     train[:n_train] = True
     pos = torch.arange(t, dtype=torch.float64).expand(b, t).reshape(-1)
     return [ridge_r2(h.reshape(b * t, -1), pos, train.reshape(-1), ridge) for h in hiddens]
+
+
+@torch.no_grad()
+def position_context_decomposition(h: Tensor, top: int = 2) -> dict[str, float]:
+    """Song & Zhong (2023): hidden states h (C contexts, T positions, d) = mu + pos_t + ctx_c + resid, the
+    two-way ANOVA of the states (pos_t = mean over contexts - mu, ctx_c = mean over positions - mu). Returns
+    the shares of the total variance (they sum to 1), the share of pos's variance in its top `top`
+    principal components (a spiral lives in 2-3), and the mean |cosine| between pos_t and ctx_c vectors
+    (near 0: nearly orthogonal)."""
+    h = h.double()
+    c, t, _ = h.shape
+    mu = h.mean((0, 1))  # (d,)
+    pos = h.mean(0) - mu  # (T, d)
+    ctx = h.mean(1) - mu  # (C, d)
+    resid = h - mu - pos[None] - ctx[:, None]  # (C, T, d)
+    total = float(((h - mu) ** 2).sum())
+    sv = torch.linalg.svdvals(pos)  # singular values of the centred position vectors
+    unit = lambda m: m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # noqa: E731
+    return {"pos_share": c * float((pos ** 2).sum()) / total, "ctx_share": t * float((ctx ** 2).sum()) / total,
+            "resid_share": float((resid ** 2).sum()) / total,
+            "pos_top_share": float((sv[:top] ** 2).sum() / (sv ** 2).sum().clamp_min(1e-24)),
+            "pos_ctx_abs_cos": float((unit(pos) @ unit(ctx).T).abs().mean())}
 
 
 @torch.no_grad()

@@ -100,6 +100,24 @@ def run(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.
     return pd.DataFrame(rows)
 
 
+def run_decomposition(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
+    """Song & Zhong (2023)'s position/context decomposition of every layer of every notebook-02 model (each
+    encoding, NoPE included, and seed) on the same test windows (contexts x positions). A measurement: no
+    claim (the paper's figures are of large pretrained models)."""
+    c02 = lm.load_config(profile)
+    corpus = load_corpus(c02.data)
+    t = cfg.probe_length or c02.train.seq_len
+    x, _ = random_batch(corpus.test, cfg.probe_sequences, t, torch.Generator().manual_seed(cfg.seed))
+    rows = []
+    for spec in c02.encodings:
+        for seed in c02.seeds:
+            model = lm.train_one(c02, corpus, spec, progress, seed)[0]
+            for layer, h in enumerate(A.hidden_states(model, x)):
+                rows.append({"experiment": "decomposition", "encoding": lm.label(c02, spec), "seed": seed,
+                             "layer": layer, **A.position_context_decomposition(h)})
+    return pd.DataFrame(rows)
+
+
 def _per_seed(df: pd.DataFrame, fn, **where: object) -> np.ndarray:  # noqa: ANN001
     """fn(rows of one seed) for each seed, as (seeds, 1) for the bootstrap."""
     r = select(df, **where)
