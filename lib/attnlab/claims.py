@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from .config import PROFILE_RANK
@@ -178,3 +179,26 @@ def select(df: pd.DataFrame, **where: object) -> pd.DataFrame:
             return df.iloc[0:0]
         mask &= df[k] == v
     return df[mask]
+
+
+def unit_matrix(rows: pd.DataFrame, by: list[str], columns: list[tuple[object, ...]], value: str,
+                unit: str) -> np.ndarray:
+    """`value` as (seeds, units, len(columns)): one column per key tuple of `columns` over the `by` fields,
+    keeping only seeds that have every unit of every column (so resamples stay paired); empty when a
+    column is missing."""
+    empty = np.empty((0, 0, len(columns)))
+    if rows.empty or any(c not in rows for c in (*by, value, unit, "seed")):
+        return empty
+    wide = rows.pivot_table(index=["seed", unit], columns=by, values=value)
+    keys = [c if len(by) > 1 else c[0] for c in columns]
+    if any(k not in wide.columns for k in keys):
+        return empty
+    wide = wide.reindex(columns=keys).dropna()  # reindex: a list of booleans would index as a mask
+    if wide.empty:
+        return empty
+    seeds = sorted(wide.index.get_level_values(0).unique())
+    units = sorted(wide.index.get_level_values(1).unique())
+    full = wide.reindex(pd.MultiIndex.from_product([seeds, units]))
+    full = full[full.notna().all(axis=1).groupby(level=0).transform("all")]  # seeds with every unit
+    n_seeds = full.index.get_level_values(0).nunique()
+    return full.to_numpy().reshape(n_seeds, -1, len(columns)) if n_seeds else empty

@@ -90,11 +90,6 @@ def speed_vs_lra(results: pd.DataFrame, mode: str = "fwd+bwd") -> pd.DataFrame:
     return (t.loc["eager"] / t).round(2)
 
 
-def _time(results: pd.DataFrame, variant: str, length: int, mode: str) -> float:
-    r = select(results, experiment="timing", variant=variant, length=length, mode=mode, status="ok")
-    return float(r["time_s"].iloc[0]) if len(r) else float("nan")
-
-
 def _exponent(results: pd.DataFrame, variant: str, mode: str, col: str = "time_exponent") -> float:
     r = select(results, experiment="exponent", variant=variant, mode=mode)
     return float(r[col].iloc[0]) if len(r) and col in r else float("nan")

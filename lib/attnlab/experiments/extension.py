@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from .. import analysis as A
-from ..claims import Condition, Measured, claim, select
+from ..claims import Condition, Measured, claim, select, unit_matrix
 from ..config import Config, one_of, replace
 from ..data import load_corpus, random_batch
 from ..evaluate import nonoverlapping, segment_rows
@@ -118,11 +118,6 @@ def run_exact(cfg: ExtensionConfig) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- (b) temperature alignment
 
 
-def _eval_rows(model: torch.nn.Module, corpus: object, n: int, cfg: ExtensionConfig, segment: int,
-               logit_scale: float = 1.0) -> dict[str, object]:
-    return nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=logit_scale, segment=segment)
-
-
 def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """bpb by length for bias-PE models of notebook 02 (every seed), with and without entropy-matched
     temperature; per-segment rows on the same test segments for every model."""
@@ -141,7 +136,8 @@ def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> 
                 res: dict[float, dict[str, object]] = {}
                 for aligned, scale in ((False, 1.0), (True, s)):
                     if scale not in res:  # at or below L the aligned model is the unaligned one: evaluate once
-                        res[scale] = _eval_rows(model, corpus, n, cfg, max(c02.lengths), scale)
+                        res[scale] = nonoverlapping(model, corpus.test, n, cfg.max_tokens, logit_scale=scale,
+                                                   segment=max(c02.lengths))
                     rows.append({"experiment": "alignment", "encoding": enc, "seed": seed, "aligned": aligned,
                                  "length": n, "scale": scale, **res[scale]})
     return _with_segments(pd.DataFrame(rows), "alignment")
@@ -214,13 +210,7 @@ def _cc_matrix(df: pd.DataFrame, task: str, length: int | None = None) -> tuple[
     if r.empty:
         return np.empty((0, 0, 2)), 0
     n = int(r["length"].max()) if length is None else length
-    r = r[r["length"] == n]
-    wide = r.pivot_table(index=["seed", "sample"], columns="scaled", values="score")
-    if set(wide.columns) != {False, True}:
-        return np.empty((0, 0, 2)), n
-    wide = wide.reindex(columns=[False, True]).dropna()  # (a list of booleans would index as a mask)
-    seeds = wide.index.get_level_values(0).nunique()
-    return wide.to_numpy().reshape(seeds, -1, 2), n
+    return unit_matrix(r[r["length"] == n], ["scaled"], [(False,), (True,)], "score", "sample"), n
 
 
 def _cc_fit(df: pd.DataFrame, task: str) -> str:
@@ -328,15 +318,9 @@ def _segments(df: pd.DataFrame, experiment: str, key: str, columns: list[tuple[o
     """bpb (seeds, segments, k) for each (key value, flag value, length) of `columns`."""
     seg = select(df, experiment=f"{experiment}_segment")
     flag = "aligned" if experiment == "alignment" else "finetuned"
-    if seg.empty:
-        return np.empty((0, 0, len(columns)))
-    wide = seg.assign(**{flag: seg[flag].astype(bool)}).pivot_table(
-        index=["seed", "segment"], columns=[key, flag, "length"], values="bpb")
-    if any(c not in wide.columns for c in columns):
-        return np.empty((0, 0, len(columns)))
-    wide = wide[columns].dropna()
-    seeds = wide.index.get_level_values(0).nunique()
-    return wide.to_numpy().reshape(seeds, -1, len(columns)) if seeds else np.empty((0, 0, len(columns)))
+    if flag in seg:
+        seg = seg.assign(**{flag: seg[flag].astype(bool)})
+    return unit_matrix(seg, [key, flag, "length"], columns, "bpb", "segment")
 
 
 @claim("temperature_alignment_t5", notebook=NAME, paper="Chi et al. 2023 (attention alignment)", min_profile="cpu",

@@ -15,7 +15,7 @@ from typing_extensions import Self
 
 from ..bench.timing import interleaved_times
 from ..bench.train import train_step_timer
-from ..claims import Condition, Measured, claim, select
+from ..claims import Condition, Measured, claim, select, unit_matrix
 from ..config import Config, load, one_of, replace
 from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
@@ -249,22 +249,8 @@ def segment_matrix(results: pd.DataFrame, columns: list[tuple[str, int]], protoc
                    ) -> np.ndarray:
     """Bits per byte (seeds, segments, len(columns)) for each (encoding, length) of `columns`; only seeds
     and segments present for every column."""
-    seg = select(results, experiment="eval_segment", protocol=protocol)
-    empty = np.empty((0, 0, len(columns)))
-    if seg.empty:
-        return empty
-    wide = seg.pivot_table(index=["seed", "segment"], columns=["encoding", "length"], values="bpb")
-    if any(c not in wide.columns for c in columns):
-        return empty
-    wide = wide[columns].dropna()
-    if wide.empty:
-        return empty
-    seeds = sorted(wide.index.get_level_values(0).unique())
-    segs = sorted(wide.index.get_level_values(1).unique())
-    full = wide.reindex(pd.MultiIndex.from_product([seeds, segs]))
-    full = full[full.notna().all(axis=1).groupby(level=0).transform("all")]  # seeds with every segment
-    n_seeds = full.index.get_level_values(0).nunique()
-    return full.to_numpy().reshape(n_seeds, -1, len(columns)) if n_seeds else empty
+    return unit_matrix(select(results, experiment="eval_segment", protocol=protocol), ["encoding", "length"],
+                       columns, "bpb", "segment")
 
 
 def train_length(results: pd.DataFrame) -> int | None:
