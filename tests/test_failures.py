@@ -96,3 +96,13 @@ def test_compare_two_runs(tmp_path):
     page = (b / "compare.html").read_text()
     assert "1</b> of 2 verdicts changed" in page and page.count("data:image/png;base64,") == 1
     assert cli.main(["compare", str(a), str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("notebook, key", [("02", "seeds"), ("03", "seeds"), ("05", "seeds"), ("07", "cc_seeds")])
+@pytest.mark.parametrize("value, needle", [([0, 0], "seeds must be distinct"), ([-1], "must be >= 0"),
+                                           ([], "at least 1 item")])
+def test_seeds_are_checked_when_the_config_is_built(notebook, key, value, needle):
+    from attnlab.experiments import load
+
+    with pytest.raises(ConfigError, match=needle):
+        load(notebook, "smoke", {key: value})

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
@@ -311,3 +319,13 @@ def load(cls: type[C], name: str, profile: str, overrides: Mapping[str, Any] | N
     profile = resolve_profile(profile)
     merged = merge(nest(load_presets(name)[profile]), nest(_numbers(dict(overrides or {}))))
     return validate(cls, merged, name)
+
+
+def _distinct(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct")
+    return seeds
+
+
+# the seeds a notebook trains each model with: at least one, non-negative, distinct
+Seeds = Annotated[tuple[Annotated[int, Field(ge=0)], ...], Field(min_length=1), AfterValidator(_distinct)]

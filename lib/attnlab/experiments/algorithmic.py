@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from ..claims import Condition, Measured, claim
-from ..config import Config, one_of, replace, to_dict, validate
+from ..config import Config, Seeds, one_of, replace, to_dict, validate
 from ..errors import ConfigError
 from ..evaluate import masked_accuracy
 from ..io import atomic_write_json, read_json
@@ -63,7 +63,7 @@ class AlgorithmicConfig(Config):
     decoder_steps: int = Field(0, ge=0, description="training steps of decoder models (0: train.steps)")
     decoder_test_max_length: int = Field(40, ge=2)
     eval_samples: int = Field(256, ge=1, description="instances per test length")
-    seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field((0, 1, 2), min_length=1)
+    seeds: Seeds = (0, 1, 2)
     learning_rates: tuple[Annotated[float, Field(gt=0)], ...] = Field((),
                                              description="empty: train.lr; several: report the best (Ruoss et al.)")
     jobs: int = Field(2, ge=1, description="grid cells trained in parallel processes")

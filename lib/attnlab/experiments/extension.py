@@ -22,7 +22,7 @@ from pydantic import Field
 
 from .. import analysis as A
 from ..claims import Condition, Measured, claim, select, unit_matrix
-from ..config import Config, one_of, replace
+from ..config import Config, Seeds, one_of, replace
 from ..data import load_corpus, random_batch
 from ..evaluate import nonoverlapping, segment_rows
 from ..model import ModelConfig, build_model
@@ -53,7 +53,7 @@ class ExtensionConfig(Config):
                                "(128 all right: Wilson interval above 0.97)")
     exact_eps: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         (1e-5, 1e-20), description="layer-norm eps of the exact construction's layer-norm form")
-    cc_seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="one FIRST / PARITY model per seed")
+    cc_seeds: Seeds = Field((0, 1, 2), description="one FIRST / PARITY model per seed")
     align_encodings: tuple[one_of(("t5", "alibi", "kerple", "fire")), ...] = ("t5", "alibi")
     align_sequences: int = Field(8, ge=1, description="windows used to match attention entropy")
     rope_methods: tuple[one_of(ROPE_METHODS), ...] = ROPE_METHODS

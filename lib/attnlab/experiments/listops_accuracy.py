@@ -16,7 +16,7 @@ from typing_extensions import Self
 
 from ..attention import AttentionSpec
 from ..claims import Condition, Measured, claim, select
-from ..config import Config, replace
+from ..config import Config, Seeds, replace
 from ..errors import ConfigError
 from ..model import ModelConfig, build_model
 from ..positional import PESpec
@@ -46,7 +46,7 @@ class ListOpsConfig(Config):
     max_depth: int = Field(10, ge=1)
     max_args: int = Field(10, ge=2)
     data_seed: int = Field(0, ge=0)
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="one model per variant and seed")
+    seeds: Seeds = Field((0, 1, 2), description="one model per variant and seed")
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(
         mode="encoder", vocab_size=len(L.VOCAB), d_model=64, n_layers=2, n_heads=2, d_ff=128, pad_id=L.PAD))
     pe: PESpec = "sinusoidal"

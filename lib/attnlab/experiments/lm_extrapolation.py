@@ -16,7 +16,7 @@ from typing_extensions import Self
 from ..bench.timing import interleaved_times
 from ..bench.train import train_step_timer
 from ..claims import Condition, Measured, claim, select, unit_matrix
-from ..config import Config, load, one_of, replace
+from ..config import Config, Seeds, load, one_of, replace
 from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
 from ..evaluate import EvalConfig, by_length, segment_rows
@@ -35,8 +35,7 @@ class LMExtrapolationConfig(Config):
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
                                  "randomized"),
         description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1,
-                                   description="every model is trained once per seed (train.seed is replaced)")
+    seeds: Seeds = Field((0, 1, 2), description="every model is trained once per seed (train.seed is replaced)")
     randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -55,8 +54,6 @@ class LMExtrapolationConfig(Config):
         if self.train.seq_len not in self.eval.lengths:
             raise ConfigError(f"eval.lengths = {list(self.eval.lengths)}: must include the training length "
                               f"train.seq_len = {self.train.seq_len}")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ConfigError(f"seeds = {list(self.seeds)}: must be distinct non-negative integers")
         labels = [label(self, e) for e in self.encodings]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"encodings = {labels}: duplicates")
