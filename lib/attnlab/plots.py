@@ -110,6 +110,28 @@ def heatmaps(mats: Mapping[str, np.ndarray], title: str = "", cmap: str = "virid
     return fig
 
 
+def needle_maps(tables: Mapping[str, pd.DataFrame], title: str = "", cols: int = 3) -> Figure:
+    """Needle-in-a-haystack maps: accuracy (0..1) as depth (rows) x length (columns), one panel per model."""
+    n = max(1, len(tables))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, min(cols, n), figsize=(3.4 * min(cols, n), 2.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, t) in zip(axes.flat, tables.items()):
+        if t.empty:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        else:
+            sns.heatmap(t, vmin=0, vmax=1, cmap="RdYlGn", annot=t.shape[1] <= 8, fmt=".2f", annot_kws={"size": 7},
+                        cbar=False, ax=ax, yticklabels=[f"{d:.0%}" for d in t.index])
+        ax.set_title(name)
+        ax.set_xlabel("length")
+        ax.set_ylabel("depth")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def mark_x(ax: plt.Axes, xs: Iterable[float], label: str = "") -> None:
     """Vertical dashed marks (e.g. the training length)."""
     for i, v in enumerate(xs):

@@ -15,6 +15,7 @@ from . import (
     implicit_position,
     listops_accuracy,
     lm_extrapolation,
+    long_context,
     pe_tour,
 )
 
@@ -26,14 +27,18 @@ NOTEBOOKS.register(attention_speed.NAME)(attention_speed.AttentionSpeedConfig)
 NOTEBOOKS.register(listops_accuracy.NAME)(listops_accuracy.ListOpsConfig)
 NOTEBOOKS.register(implicit_position.NAME)(implicit_position.ImplicitPositionConfig)
 NOTEBOOKS.register(extension.NAME)(extension.ExtensionConfig)
+NOTEBOOKS.register(long_context.NAME)(long_context.LongContextConfig)
 
 
 def preflight(name: str, cfg: C.Config, profile: str) -> None:
     """Checks of a notebook's inputs that need more than validation (a corpus that must load and be large
-    enough): ConfigError before any kernel starts. Notebooks 06-07 read notebook 02's models and corpus."""
+    enough): ConfigError before any kernel starts. Notebooks 06-08 read notebook 02's models and corpus."""
     if name == lm_extrapolation.NAME:
         lm_extrapolation.preflight(cfg)  # type: ignore[arg-type]
     elif name in (implicit_position.NAME, extension.NAME):
+        lm_extrapolation.preflight(lm_extrapolation.load_config(profile))
+    elif name == long_context.NAME:
+        long_context.preflight(cfg)  # type: ignore[arg-type]
         lm_extrapolation.preflight(lm_extrapolation.load_config(profile))
 
 

@@ -16,6 +16,22 @@ from .base import ENCODINGS, Rotation
 from .rope import RoPE, cos_sin
 
 
+def rope_parameters(rope_type: str, theta: float, factor: float, original: int) -> tuple[dict[str, Any], int]:
+    """transformers' `rope_parameters` for a scaling of a model trained at `original` positions, and the
+    `max_position_embeddings` its init function reads (the target length for YaRN and Llama 3)."""
+    params: dict[str, Any] = {"rope_type": rope_type, "rope_theta": theta}
+    if rope_type == "default":
+        return params, original
+    params["factor"] = factor
+    max_pos = original
+    if rope_type in ("yarn", "llama3"):  # these read the training length and the target length
+        params["original_max_position_embeddings"] = original
+        max_pos = int(original * factor)
+    if rope_type == "llama3":
+        params.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    return params, max_pos
+
+
 class ScaledRoPE(RoPE):
     """RoPE whose inverse frequencies (and attention factor) come from transformers' ROPE_INIT_FUNCTIONS."""
 
@@ -29,15 +45,8 @@ class ScaledRoPE(RoPE):
         """The transformers LlamaConfig whose `rope_parameters` describe this scaling."""
         from transformers import LlamaConfig
 
-        p = self.params
-        params: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": p.theta, "factor": p.factor}
-        max_pos = p.original_max_len
-        if self.rope_type in ("yarn", "llama3"):  # these read the training length and the target length
-            params["original_max_position_embeddings"] = p.original_max_len
-            max_pos = int(p.original_max_len * p.factor)
-        if self.rope_type == "llama3":
-            params.update(low_freq_factor=1.0, high_freq_factor=4.0)
-        d = self.dims
+        p, d = self.params, self.dims
+        params, max_pos = rope_parameters(self.rope_type, p.theta, p.factor, p.original_max_len)
         return LlamaConfig(hidden_size=d.n_heads * d.head_dim, num_attention_heads=d.n_heads, head_dim=d.head_dim,
                            max_position_embeddings=max_pos, rope_parameters=params)
 
