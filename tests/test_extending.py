@@ -1,5 +1,5 @@
 """The README's own encoding and attention variant, registered at test time: one class each, usable from
---set, a preset, notebooks 02-05 and the attention benchmark with no other edit."""
+--set, a preset, notebooks 02-05 and 08 and the attention benchmark with no other edit."""
 
 import re
 from pathlib import Path
@@ -111,6 +111,17 @@ def test_notebook_05_from_set(extended):
     res = lo.run(cfg, progress=False)
     acc = res[res["experiment"] == "accuracy"].set_index("attention")
     assert {"sdpa", "strided"} <= set(acc.index) and acc.loc["strided", "accuracy"] >= 0
+
+
+def test_notebook_08_from_set(extended):
+    from attnlab.experiments import long_context as lc
+
+    cfg = load("08", "smoke", parse_overrides([
+        "encodings=[{name: decay, slope: 0.05}]", "model.attention={name: strided, stride: 2}", "train.steps=2",
+        "multiples=[1, 2]", "depths=[0.0]", "samples=2"]))
+    res = lc.run_passkey(cfg, progress=False)
+    s = res[res["experiment"] == "passkey_sample"]
+    assert set(s["method"]) == {"decay"} and len(s) == 2 * 2 * len(cfg.seeds)
 
 
 def test_the_variant_and_the_encoding_train_in_a_model(extended):

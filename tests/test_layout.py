@@ -12,7 +12,7 @@ LAYERS = [
     ("errors", "registry", "io", "environment", "stats"),
     ("config",),
     ("positional", "attention", "tasks"),
-    ("model", "data", "train", "evaluate", "analysis", "plots"),
+    ("model", "data", "train", "evaluate", "analysis", "plots", "passkey", "hf"),
     ("claims", "bench"),
     ("experiments",),
     ("session", "runner", "report", "compare", "cli", "__main__", ""),

@@ -61,8 +61,10 @@ def split_overrides(names: list[str], overrides: dict[str, Any]) -> dict[str, di
     """Give each notebook the --set keys it knows; a key no selected notebook knows is an error."""
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
     known = {n: set(C.known_keys(NOTEBOOKS.get(n))) for n in names}
-    for key, value in overrides.items():  # a component's parameters (model.attention.window) count as known
-        hits = [n for n in names if any(key == k or key.startswith(k + ".") for k in known[n])]
+    for key, value in overrides.items():  # a component's parameters (model.attention.window) count as known, and
+        # so does a whole group (model={d_model: 64}; notebook 08 reads model=hf:NAME as its transformers model)
+        hits = [n for n in names if any(key == k or key.startswith(k + ".") or k.startswith(key + ".")
+                                        for k in known[n])]
         if not hits:
             valid = sorted(set().union(*known.values()))
             raise C.ConfigError(f"--set {key}: unknown parameter for {', '.join(names)}; valid choices: "
