@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,15 @@ def train_byte_llama(config: Any, folder: Path, train_fn: Callable[[nn.Module, P
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = folder.with_name(folder.name + ".work")
-    work.mkdir(exist_ok=True)
+    work.mkdir(exist_ok=True)  # its checkpoint resumes an interrupted training
     model = CausalLM(LlamaForCausalLM(config))
     train_fn(model, work / "checkpoint.pt")
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))  # unique: runs may share the cache
     model.hf.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another run finished the same model first: keep its folder
+        shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return folder
 

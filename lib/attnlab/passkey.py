@@ -101,8 +101,13 @@ def make_sample(fmt: PasskeyFormat, length: int, depth: float, rng: np.random.Ge
     else:
         if corpus is None:
             raise ValueError("filler_source = 'corpus' needs the corpus split")
-        start = int(rng.integers(0, corpus.numel() - n_fill - 1))
-        text = corpus[start:start + n_fill].tolist()
+        span = n_fill if codec is byte_codec else 8 * n_fill + 64  # a tokenizer's tokens span several bytes
+        start = int(rng.integers(0, max(1, corpus.numel() - span - 1)))
+        chunk = corpus[start:start + span]
+        text = chunk.tolist() if codec is byte_codec else codec(bytes(chunk.tolist()).decode(errors="replace"))
+        text = text[:n_fill]
+        if len(text) < n_fill:
+            raise ValueError(f"the corpus split is too short for {n_fill} tokens of filler")
         n_pre = int(round(depth * n_fill))
         prefix, suffix = text[:n_pre], text[n_pre:]
     ids, k = _parts(fmt, key, codec, prefix, suffix)  # parts joined as token ids: exactly `length` tokens

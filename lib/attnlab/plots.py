@@ -77,6 +77,30 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, ax: plt.Axes | None = None
     return fig
 
 
+def intervals(df: pd.DataFrame, x: str, y: str, low: str, high: str, hue: str, ax: plt.Axes | None = None, *,
+              logx: bool = False, title: str = "", xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """One line per `hue` value with a band between precomputed interval columns `low` and `high` (for
+    intervals that seaborn cannot compute itself, e.g. a bootstrap over seeds and units)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.8))
+    if df.empty or df[y].isna().all():
+        ax.text(0.5, 0.5, "no data (see the failures above)", ha="center", va="center", transform=ax.transAxes)
+    else:
+        names = list(dict.fromkeys(df[hue].astype(str)))
+        colours = palette(names)
+        for name in names:
+            g = df[df[hue].astype(str) == name].sort_values(x)
+            ax.plot(g[x], g[y], marker="o", ms=3, color=colours[name], ls=linestyle(name), label=name)
+            ax.fill_between(g[x], g[low], g[high], color=colours[name], alpha=0.15, lw=0)
+        ax.legend(fontsize=8)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 def bars(df: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: plt.Axes | None = None, *, title: str = "",
          xlabel: str | None = None, ylabel: str | None = None, points: bool = True) -> Figure:
     """A bar per `x` (and `hue`) of a tidy frame (seaborn barplot; 95% interval over repeated rows), with

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,8 +260,10 @@ def train_or_load(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, *
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if getattr(getattr(model, "cfg", None), "tie_embeddings", False):
             state.pop("head.weight", None)  # tied to embed.weight; safetensors stores no shared tensors
-        save_file(state, str(folder / ".model.tmp"))
-        os.replace(folder / ".model.tmp", weights)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".tmp")  # unique: runs may share the cache
+        os.close(fd)
+        save_file(state, tmp)
+        os.replace(tmp, weights)
         atomic_write_json(info_path, result.to_dict())
         (folder / "checkpoint.pt").unlink(missing_ok=True)
     return model, result

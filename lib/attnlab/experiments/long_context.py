@@ -189,6 +189,24 @@ def accuracy(results: pd.DataFrame) -> pd.DataFrame:
     return s.groupby(["method", "finetuned", "seed", "length", "depth"], sort=False, as_index=False)["correct"].mean()
 
 
+def accuracy_by_length(results: pd.DataFrame, n_resamples: int = 1000) -> pd.DataFrame:
+    """Accuracy (mean over depths and documents) per (method, finetuned, length) with its 95% interval over
+    seeds and documents (`stats.crossed_bootstrap`): the curves of the accuracy-by-length figure."""
+    s = select(results, experiment="passkey_sample")
+    rows = []
+    if s.empty:
+        return pd.DataFrame(rows)
+    s = s.assign(finetuned=s["finetuned"].astype(bool))
+    for (method, ft, n), g in s.groupby(["method", "finetuned", "length"], sort=False):
+        d = unit_matrix(g, ["method"], [(method,)], "correct", "sample")
+        if d.size == 0:
+            continue
+        est = crossed_bootstrap(d, _mean(0), n_resamples=n_resamples)
+        rows.append({"method": method, "finetuned": ft, "length": int(n), "accuracy": est.value, "low": est.low,
+                     "high": est.high, "n_seeds": est.n_seeds, "n_docs": est.n_units})
+    return pd.DataFrame(rows)
+
+
 def heatmap(results: pd.DataFrame, method: str, finetuned: bool = False) -> pd.DataFrame:
     """Accuracy (mean over seeds and samples), depth x length, for the needle-in-a-haystack map."""
     s = select(results, experiment="passkey_sample", method=method)
