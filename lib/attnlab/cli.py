@@ -104,6 +104,25 @@ def _bench_attention(a: argparse.Namespace) -> tuple[str, object]:
     return text, df.to_dict("records")
 
 
+def _bench_dryrun(a: argparse.Namespace) -> tuple[str, object]:
+    import pandas as pd
+
+    from .bench.dryrun import GPU_BYTES
+    from .experiments import dry_run
+
+    rows = dry_run(a.profile, a.only)
+    df = pd.DataFrame(rows)
+    cols = ["notebook", "model", "ran_on", "params", "batch", "seq_len", "eval_len", "train_gb", "fits_80gb"]
+    text = (f"bench dry-run: profile {a.profile}, every model built at full size and stepped once "
+            f"(training memory estimated against {GPU_BYTES / 1e9:.0f} GB)\n"
+            + (df[cols].round(2).to_string(index=False) if len(df) else "no models"))
+    too_big = df[~df["fits_80gb"]] if len(df) else df
+    if len(too_big):
+        text += f"\n\n{len(too_big)} model(s) above {GPU_BYTES / 1e9:.0f} GB: " + ", ".join(
+            f"{r.notebook} {r.model} ({r.train_gb:.0f} GB)" for r in too_big.itertuples())
+    return text, rows
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from .bench.train import SIZES
     from .io import atomic_write_json
@@ -120,7 +139,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bench", help="benchmarks: train | ablate | attention").add_subparsers(dest="what",
+    b = sub.add_parser("bench", help="benchmarks: train | ablate | attention | dry-run").add_subparsers(dest="what",
                                                                                               required=True)
     for name, fn, rounds, steps, about in (
             ("train", _bench_train, 6, 5, "training tokens/s vs transformers' Llama, MFU, bias encodings' cost"),
@@ -135,6 +154,12 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--compile", action="store_true", help="torch.compile every contender alike")
         p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
         p.set_defaults(fn=_cmd_bench, bench=fn)
+    p = b.add_parser("dry-run", help="every model of a profile built at full size on the meta device, one step, "
+                     "memory estimated")
+    p.add_argument("--profile", default="gpu", help="smoke | cpu | gpu (default: gpu)")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook names or unique prefixes")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.set_defaults(fn=_cmd_bench, bench=_bench_dryrun)
     p = b.add_parser("attention", help="time and memory of one attention layer per variant and length")
     p.add_argument("--variants", nargs="+", metavar="SPEC",
                    help="names or {name: ..., param: value} (default: every registered attention)")

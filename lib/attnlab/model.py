@@ -240,7 +240,7 @@ class Transformer(nn.Module):
         ctx = self.position_context(positions, t, logit_scale)
         if self.cfg.pad_id >= 0:
             pad = tokens == self.cfg.pad_id  # (B, T)
-            if bool(pad.any()):
+            if pad.device.type == "meta" or bool(pad.any()):  # meta (a dry run): take the padded path
                 ctx = replace(ctx, key_padding=pad)
         hidden = [x]
         for block in self.blocks:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import config as C
+from ..bench.dryrun import Planned
 from ..errors import ConfigError
 from ..registry import Registry
 from . import (
@@ -40,6 +41,31 @@ def preflight(name: str, cfg: C.Config, profile: str) -> None:
     elif name == long_context.NAME:
         long_context.preflight(cfg)  # type: ignore[arg-type]
         lm_extrapolation.preflight(lm_extrapolation.load_config(profile))
+
+
+def dry_run_plan(name: str, cfg: C.Config, profile: str) -> list[Planned]:
+    """The models notebook `name` trains at `profile`, with their shapes (`bench.dryrun`); notebooks 01 and
+    04 train none."""
+    plans = {lm_extrapolation.NAME: lambda: lm_extrapolation.dry_run_plan(cfg),  # type: ignore[arg-type]
+             algorithmic.NAME: lambda: algorithmic.dry_run_plan(cfg),  # type: ignore[arg-type]
+             listops_accuracy.NAME: lambda: listops_accuracy.dry_run_plan(cfg),  # type: ignore[arg-type]
+             implicit_position.NAME: lambda: implicit_position.dry_run_plan(cfg, profile),  # type: ignore[arg-type]
+             extension.NAME: lambda: extension.dry_run_plan(cfg, profile),  # type: ignore[arg-type]
+             long_context.NAME: lambda: long_context.dry_run_plan(cfg)}  # type: ignore[arg-type]
+    return plans[name]() if name in plans else []
+
+
+def dry_run(profile: str = "gpu", names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every model of every notebook (or `names`) at `profile`, built at full size and stepped once on the
+    meta device (`bench.dryrun.dry_run`): a row per model with its memory estimate."""
+    from ..bench.dryrun import dry_run as run_one
+
+    rows = []
+    for name in names or NOTEBOOKS.names():
+        name = resolve_notebook(name)
+        cfg = load(name, profile)
+        rows += [{"notebook": name, **run_one(p)} for p in dry_run_plan(name, cfg, profile)]
+    return rows
 
 
 def resolve_notebook(name: str) -> str:

@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
+from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim
 from ..config import Config, Seeds, one_of, replace, to_dict, validate
 from ..errors import ConfigError
@@ -400,3 +401,24 @@ def _parity(df: pd.DataFrame) -> Measured:
 
 
 __all__ = ["AlgorithmicConfig", "run", "run_cell", "cells", "ood_scores", "randomization_gain", "mrr", "Layout"]
+
+
+def dry_run_plan(cfg: AlgorithmicConfig) -> list[Planned]:
+    """One model per (protocol, encoding, randomized) at the largest vocabulary and the longest training and
+    test sequences over the tasks (the shapes differ by task only in size): for `bench.dryrun`."""
+    out = []
+    grids = [("encoder", cfg.encoder_tasks, cfg.encoder_pes, cfg.randomized, cfg.train_max_length, cfg.test_max_length),
+             ("decoder", cfg.decoder_tasks, cfg.decoder_pes, (False,), cfg.decoder_train_max_length,
+              cfg.decoder_test_max_length)]
+    for protocol, tasks, pes, rand, n_train, n_test in grids:
+        if not tasks:
+            continue
+        layouts = [Layout(protocol, get_task(name)) for name in tasks]
+        big = max(layouts, key=lambda la: (la.seq_len(n_test), la.vocab_size))
+        max_len = max(la.seq_len(n_test) for la in layouts) + 1
+        mcfg = replace(_model_config(cfg, big, max_len), vocab_size=max(la.vocab_size for la in layouts))
+        for pe in pes:
+            for r in rand:
+                out.append(Planned(f"{protocol} {pe}{'+randomized' if r else ''}", mcfg, _pe_config(pe, r, max_len),
+                                   cfg.train.batch_size, max(la.seq_len(n_train) for la in layouts), 64, max_len - 1))
+    return out

@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 
 from .. import analysis as A
+from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select, unit_matrix
 from ..config import Config, Seeds, one_of, replace
 from ..data import load_corpus, random_batch
@@ -386,3 +387,22 @@ def _pi(df: pd.DataFrame) -> Measured:
     est = crossed_bootstrap(d, lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
     return Measured(f"at {n}: PI fine-tuned - RoPE fine-tuned {est.text('+.3f')} bpb ({est.n_seeds} seeds)",
                     (Condition("PI - RoPE (both fine-tuned)", est, "<", 0.0),))
+
+
+def dry_run_plan(cfg: ExtensionConfig, profile: str) -> list[Planned]:
+    """Part (a)'s FIRST / PARITY models at the longest test length and part (c)'s RoPE fine-tune at 2L."""
+    out = []
+    for name in cfg.cc_tasks:
+        layout = Layout("encoder", get_task(name), prefix_tape=True)
+        for scaled in (False, True):
+            mcfg = replace(cfg.cc_model, vocab_size=layout.vocab_size, log_length_scaling=scaled)
+            out.append(Planned(f"{name} {'log n' if scaled else 'plain'}", mcfg, CC_ENCODING[name],
+                               cfg.cc_train.batch_size, layout.seq_len(cfg.cc_train_max_length), cfg.cc_eval_samples,
+                               layout.seq_len(max(cfg.cc_test_lengths))))
+    c02 = lm.load_config(profile)
+    L = c02.train.seq_len
+    for method in cfg.finetune_methods if cfg.finetune_steps else ():
+        pe = {"name": method} if method == "rope" else {"name": method, "factor": 2.0, "original_max_len": L}
+        out.append(Planned(f"{method} fine-tuned at 2L", c02.model, pe, max(1, c02.train.batch_size // 2), 2 * L,
+                           max(1, cfg.max_tokens // max(c02.lengths)), max(c02.lengths)))
+    return out

@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import Tensor
 
 from .. import analysis as A
+from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select
 from ..config import Config, replace
 from ..data import load_corpus, random_batch
@@ -188,3 +189,12 @@ def _cosine(df: pd.DataFrame) -> Measured:
     return Measured(f"shuffled windows: causal NoPE gap {gap.text('+.3f')}, minus encoder's {diff.text('+.3f')} "
                     f"({gap.n_seeds} seeds)",
                     (Condition("causal NoPE gap", gap, ">=", 0.05), Condition("gap - encoder gap", diff, ">=", 0.05)))
+
+
+def dry_run_plan(cfg: ImplicitPositionConfig, profile: str) -> list[Planned]:
+    """The bidirectional NoPE encoder this notebook trains (notebook 02's models are in 02's plan)."""
+    c02 = lm.load_config(profile)
+    enc = replace(c02.model, mode="encoder", vocab_size=257)
+    t = cfg.probe_length or c02.train.seq_len
+    return [Planned("encoder NoPE (masked LM)", enc, lm.pe_config(c02, "none"), c02.train.batch_size,
+                    c02.train.seq_len, cfg.probe_sequences, t)]

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from ..attention import AttentionSpec
+from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select
 from ..config import Config, Seeds, replace
 from ..errors import ConfigError
@@ -223,3 +224,10 @@ def _lag(df: pd.DataFrame) -> Measured:
         return Measured.missing(why)
     return Measured(", ".join(f"Transformer - {k} {e.text('+.1f')}" for k, e in zip(others, ests)),
                     tuple(Condition(f"Transformer - {k}", e, ">=", 10.0) for k, e in zip(others, ests)))
+
+
+def dry_run_plan(cfg: ListOpsConfig) -> list[Planned]:
+    """One encoder per attention variant at the longest expression (for `bench.dryrun`)."""
+    width = cfg.max_length + 2
+    return [Planned(LABELS.get(v.name, v.name), replace(cfg.model, attention=v, max_len=width), cfg.pe,
+                    cfg.train.batch_size, width, 64, width) for v in cfg.variants]

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
+from ..bench.dryrun import Planned
 from ..bench.timing import interleaved_times
 from ..bench.train import train_step_timer
 from ..claims import Condition, Measured, claim, select, unit_matrix
@@ -400,3 +401,12 @@ def _speed(df: pd.DataFrame) -> Measured:
                     f"({vs_sin.n_units} interleaved rounds)",
                     (Condition("ALiBi / sinusoidal", vs_sin, ">=", SPEED_VS_SINUSOIDAL),
                      Condition("ALiBi / T5", vs_t5, ">=", SPEED_VS_T5)), seeded=False)
+
+
+def dry_run_plan(cfg: LMExtrapolationConfig) -> list[Planned]:
+    """Every model of this notebook at its training and longest evaluation shapes (for `bench.dryrun`)."""
+    def longest(e: PESpec) -> int:  # a learned table is evaluated up to its size only (`run` skips beyond)
+        return cfg.train.seq_len if e.name == "learned" else max(cfg.lengths)
+
+    return [Planned(label(cfg, e), cfg.model, pe_config(cfg, e), cfg.train.batch_size, cfg.train.seq_len,
+                    max(1, cfg.batch_tokens // longest(e)), longest(e)) for e in cfg.encodings]

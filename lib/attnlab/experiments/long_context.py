@@ -25,6 +25,7 @@ from typing_extensions import Self
 
 from .. import hf
 from .. import passkey as P
+from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select, unit_matrix
 from ..config import Config, Seeds, one_of, replace
 from ..data import Corpus, DataConfig, decode, load_corpus
@@ -451,3 +452,17 @@ def _hf_check(df: pd.DataFrame) -> Measured:
     acc = float(at_l["passkey"].iloc[0])
     return Measured.exact(f"{r['model'].iloc[0]}: passkey at {int(at_l['length'].iloc[0])}: {acc:.2f}",
                           "accuracy at L", acc, ">=", 0.5)
+
+
+def dry_run_plan(cfg: LongContextConfig) -> list[Planned]:
+    """Every passkey model at its training and longest test shapes, and the fine-tunes at 2L (for
+    `bench.dryrun`); the transformers model is loaded by transformers itself and is not planned here."""
+    n, L = max(cfg.lengths), cfg.train.seq_len
+    out = [Planned(label(cfg, e), cfg.model, pe_config(cfg, e), cfg.train.batch_size, L,
+                   max(1, cfg.batch_tokens // n), n) for e in cfg.encodings]
+    if cfg.finetune_steps:
+        out += [Planned(f"{m} fine-tuned at 2L", cfg.model,
+                        {"name": m} if m == "rope" else {"name": m, "factor": 2.0, "original_max_len": L},
+                        max(1, cfg.train.batch_size // 2), 2 * L, max(1, cfg.batch_tokens // n), n)
+                for m in ("rope", "linear")]
+    return out

@@ -85,7 +85,10 @@ class DynamicNTKRoPE(ScaledRoPE):
     rope_type: ClassVar[str] = "dynamic"
 
     def rotation(self, positions: Tensor) -> Rotation:
-        seq_len = int(positions.max()) + 1 if positions.numel() else 1
+        if positions.device.type == "meta":  # shapes only (a dry run): assume positions 0..T-1
+            seq_len = positions.numel()
+        else:
+            seq_len = int(positions.max()) + 1 if positions.numel() else 1
         long = seq_len > self.params.original_max_len
         inv, factor = self.init_inv_freq(seq_len) if long else (self.inv_freq, 1.0)
         cos, sin = cos_sin(positions, inv.to(positions.device), factor)
