@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml requirements.lock
 reproduce: $(STAMP)
 	$(VENV)/bin/attnlab run --profile $(PROFILE) --jobs $(JOBS) $(ARGS)
 
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	ATTNLAB_AUTO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env $(ARGS)
+	ATTNLAB_AUTO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name attnlab --display-name "attnlab (.venv)" >/dev/null

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("ATTNLAB_AUTO_PROFILE", "smoke")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# pytest-xdist (make test: 2 workers, one test file each): the cores are shared among the workers
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(autouse=True)
