@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (threads are shared)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     r.add_argument("--force", action="store_true", help="rerun notebooks already completed in the folder")
-    r.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run")
+    r.add_argument("--cell-timeout", type=int, default=4 * 3600,
+                   help="seconds one cell may run (default 4 h: notebook 08 trains 27 models in one cell at cpu)")
     r.set_defaults(fn=_cmd_run)
     sub.add_parser("list", help="the notebooks and their parameters (defaults and presets)").set_defaults(
         fn=_cmd_list)

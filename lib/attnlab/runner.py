@@ -230,7 +230,7 @@ def _link_latest(run_dir: Path) -> None:
     os.replace(tmp, link)
 
 
-def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 3600,
+def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 4 * 3600,
             echo: Any = print) -> RunPlan:
     """Execute a plan (skipping completed notebooks unless `force`), then write manifest and report."""
     from .report import render
