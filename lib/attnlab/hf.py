@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .model import masked_cross_entropy
 from .passkey import Codec, byte_codec
 from .positional.rope_scaling import rope_parameters
 
@@ -81,11 +81,7 @@ class CausalLM(nn.Module):
 
     def loss(self, tokens: Tensor, targets: Tensor, positions: Tensor | None = None,
              mask: Tensor | None = None) -> Tensor:
-        ce = F.cross_entropy(self(tokens, positions).float().flatten(0, 1), targets.flatten(), reduction="none")
-        if mask is None:
-            return ce.mean()
-        m = mask.flatten().float()
-        return (ce * m).sum() / m.sum().clamp(min=1)
+        return masked_cross_entropy(self(tokens, positions), targets, mask)
 
     @property
     def config(self) -> Any:

@@ -252,16 +252,20 @@ class Transformer(nn.Module):
     def loss(self, tokens: Tensor, targets: Tensor, positions: Tensor | None = None,
              mask: Tensor | None = None) -> Tensor:
         """Mean cross-entropy (nats) of targets (B, T); `mask` (B, T) selects scored tokens."""
-        logits = self(tokens, positions)
-        ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        if mask is None:
-            return ce.mean()
-        m = mask.flatten().float()
-        return (ce * m).sum() / m.sum().clamp(min=1)
+        return masked_cross_entropy(self(tokens, positions), targets, mask)
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed.weight.numel() if non_embedding else n
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy (nats) of logits (B, T, V) against targets (B, T), over the positions `mask` selects."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    if mask is None:
+        return ce.mean()
+    m = mask.flatten().float()
+    return (ce * m).sum() / m.sum().clamp(min=1)
 
 
 def build_model(cfg: ModelConfig, pe: PESpec | str) -> Transformer:

@@ -54,9 +54,9 @@ class PasskeyFormat(Config):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if "{key}" not in self.info:
-            raise ConfigError(f"passkey.info = {self.info!r}: must contain {{key}}")
+            raise ConfigError(f"info = {self.info!r}: must contain {{key}}")
         if self.filler_source == "repeat" and not self.filler:
-            raise ConfigError("passkey.filler = '': an empty filler cannot fill a document")
+            raise ConfigError("filler = '': an empty filler cannot fill a document")
         return self
 
 

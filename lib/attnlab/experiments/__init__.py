@@ -31,6 +31,11 @@ NOTEBOOKS.register(extension.NAME)(extension.ExtensionConfig)
 NOTEBOOKS.register(long_context.NAME)(long_context.LongContextConfig)
 
 
+# the notebooks that train models, each module with its `dry_run_plan(cfg, profile)`
+TRAINING = {m.NAME: m for m in (lm_extrapolation, algorithmic, listops_accuracy, implicit_position, extension,
+                                long_context)}
+
+
 def preflight(name: str, cfg: C.Config, profile: str) -> None:
     """Checks of a notebook's inputs that need more than validation (a corpus that must load and be large
     enough): ConfigError before any kernel starts. Notebooks 06-08 read notebook 02's models and corpus."""
@@ -46,13 +51,8 @@ def preflight(name: str, cfg: C.Config, profile: str) -> None:
 def dry_run_plan(name: str, cfg: C.Config, profile: str) -> list[Planned]:
     """The models notebook `name` trains at `profile`, with their shapes (`bench.dryrun`); notebooks 01 and
     04 train none."""
-    plans = {lm_extrapolation.NAME: lambda: lm_extrapolation.dry_run_plan(cfg),  # type: ignore[arg-type]
-             algorithmic.NAME: lambda: algorithmic.dry_run_plan(cfg),  # type: ignore[arg-type]
-             listops_accuracy.NAME: lambda: listops_accuracy.dry_run_plan(cfg),  # type: ignore[arg-type]
-             implicit_position.NAME: lambda: implicit_position.dry_run_plan(cfg, profile),  # type: ignore[arg-type]
-             extension.NAME: lambda: extension.dry_run_plan(cfg, profile),  # type: ignore[arg-type]
-             long_context.NAME: lambda: long_context.dry_run_plan(cfg)}  # type: ignore[arg-type]
-    return plans[name]() if name in plans else []
+    module = TRAINING.get(name)
+    return module.dry_run_plan(cfg, profile) if module else []
 
 
 def dry_run(profile: str = "gpu", names: list[str] | None = None) -> list[dict[str, Any]]:

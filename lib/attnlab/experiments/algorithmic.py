@@ -403,7 +403,7 @@ def _parity(df: pd.DataFrame) -> Measured:
 __all__ = ["AlgorithmicConfig", "run", "run_cell", "cells", "ood_scores", "randomization_gain", "mrr", "Layout"]
 
 
-def dry_run_plan(cfg: AlgorithmicConfig) -> list[Planned]:
+def dry_run_plan(cfg: AlgorithmicConfig, profile: str = "gpu") -> list[Planned]:
     """One model per (protocol, encoding, randomized) at the largest vocabulary and the longest training and
     test sequences over the tasks (the shapes differ by task only in size): for `bench.dryrun`."""
     out = []

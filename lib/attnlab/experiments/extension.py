@@ -147,14 +147,19 @@ def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> 
 # ----------------------------------------------------------------------------- (c) RoPE extension
 
 
+def rope_spec(method: str, factor: float, original: int) -> dict[str, object]:
+    """The encoding spec of RoPE variant `method` scaling `factor` (at least 1) over `original` positions."""
+    return {"name": method} if method == "rope" else {"name": method, "factor": max(1.0, factor),
+                                                         "original_max_len": original}
+
+
 def with_encoding(model: torch.nn.Module, method: str, factor: float, original: int) -> torch.nn.Module:
     """The same weights with the RoPE variant `method` (scaling `factor` over the training length)."""
     m = copy.copy(model)
     m._modules = dict(model._modules)  # a new module table: the original keeps its own encoding
     d = model.cfg.d_model // model.cfg.n_heads
-    spec = {"name": method} if method == "rope" else {"name": method, "factor": max(1.0, factor),
-                                                         "original_max_len": original}
-    m.pe = build_encoding(spec, PEDims(model.cfg.d_model, model.cfg.n_heads, d, causal=True))
+    m.pe = build_encoding(rope_spec(method, factor, original),
+                          PEDims(model.cfg.d_model, model.cfg.n_heads, d, causal=True))
     return m
 
 
@@ -402,7 +407,6 @@ def dry_run_plan(cfg: ExtensionConfig, profile: str) -> list[Planned]:
     c02 = lm.load_config(profile)
     L = c02.train.seq_len
     for method in cfg.finetune_methods if cfg.finetune_steps else ():
-        pe = {"name": method} if method == "rope" else {"name": method, "factor": 2.0, "original_max_len": L}
-        out.append(Planned(f"{method} fine-tuned at 2L", c02.model, pe, max(1, c02.train.batch_size // 2), 2 * L,
+        out.append(Planned(f"{method} fine-tuned at 2L", c02.model, rope_spec(method, 2.0, L), max(1, c02.train.batch_size // 2), 2 * L,
                            max(1, cfg.max_tokens // max(c02.lengths)), max(c02.lengths)))
     return out

@@ -226,7 +226,7 @@ def _lag(df: pd.DataFrame) -> Measured:
                     tuple(Condition(f"Transformer - {k}", e, ">=", 10.0) for k, e in zip(others, ests)))
 
 
-def dry_run_plan(cfg: ListOpsConfig) -> list[Planned]:
+def dry_run_plan(cfg: ListOpsConfig, profile: str = "gpu") -> list[Planned]:
     """One encoder per attention variant at the longest expression (for `bench.dryrun`)."""
     width = cfg.max_length + 2
     return [Planned(LABELS.get(v.name, v.name), replace(cfg.model, attention=v, max_len=width), cfg.pe,

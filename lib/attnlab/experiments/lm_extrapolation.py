@@ -71,7 +71,7 @@ def load_config(profile: str) -> LMExtrapolationConfig:
 
 
 def label(cfg: LMExtrapolationConfig, spec: PESpec) -> str:
-    """The name a model goes by in tables and figures."""
+    """The name a model goes by in tables and figures (also for notebook 08's config: the same fields)."""
     return f"randomized({cfg.randomized_base})" if spec.name == "randomized" else spec.name
 
 
@@ -403,7 +403,7 @@ def _speed(df: pd.DataFrame) -> Measured:
                      Condition("ALiBi / T5", vs_t5, ">=", SPEED_VS_T5)), seeded=False)
 
 
-def dry_run_plan(cfg: LMExtrapolationConfig) -> list[Planned]:
+def dry_run_plan(cfg: LMExtrapolationConfig, profile: str = "gpu") -> list[Planned]:
     """Every model of this notebook at its training and longest evaluation shapes (for `bench.dryrun`)."""
     def longest(e: PESpec) -> int:  # a learned table is evaluated up to its size only (`run` skips beyond)
         return cfg.train.seq_len if e.name == "learned" else max(cfg.lengths)

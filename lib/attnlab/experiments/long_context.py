@@ -36,7 +36,7 @@ from ..positional import ENCODINGS, PESpec
 from ..stats import crossed_bootstrap
 from ..train import TrainConfig, cache_key, cache_root, train, train_or_load
 from . import lm_extrapolation as lm
-from .extension import with_encoding
+from .extension import rope_spec, with_encoding
 
 NAME = "08_long_context_retrieval"
 EXTENSIONS = ("linear", "dynamic", "yarn", "llama3")
@@ -110,15 +110,8 @@ def preflight(cfg: LongContextConfig) -> None:
         hf.resolve(cfg.hf)
 
 
-def label(cfg: LongContextConfig, spec: PESpec) -> str:
-    return f"randomized({cfg.randomized_base})" if spec.name == "randomized" else spec.name
-
-
-def pe_config(cfg: LongContextConfig, spec: PESpec) -> PESpec:
-    spec = PESpec.model_validate(spec).adapt(original_max_len=cfg.train.seq_len)
-    if spec.name == "randomized":
-        spec = spec.with_params(base=cfg.randomized_base, max_len=max(cfg.lengths))
-    return spec
+label = lm.label  # names and encodings as notebook 02's (RoPE scalings know L; randomized draws from [0, 16L))
+pe_config = lm.pe_config
 
 
 def _batches(cfg: LongContextConfig, corpus: Corpus, seq_len: int, batch_size: int):  # noqa: ANN202
@@ -298,11 +291,10 @@ def run_hf(cfg: LongContextConfig, progress: bool = True) -> pd.DataFrame:
     test = (corpus.test if codec is P.byte_codec
             else torch.tensor(codec(decode(corpus.test[: 8 * cfg.hf_max_tokens + 4 * max(lengths)])),
                               dtype=torch.long))
-    del base
     rows = []
     for method in ("rope", *cfg.rope_methods):
         for n in lengths:
-            model, _ = hf.load(source, method, n / L, L)
+            model = base if method == "rope" else hf.load(source, method, n / L, L)[0]
             ev = nonoverlapping(model, test, n, cfg.hf_max_tokens, cfg.batch_tokens, segment=max(lengths))
             docs = P.samples(cfg.passkey, n, cfg.depths, cfg.samples, 0, codec, corpus.test)
             right = P.score(model, docs, max(1, cfg.batch_tokens // n))
@@ -454,15 +446,14 @@ def _hf_check(df: pd.DataFrame) -> Measured:
                           "accuracy at L", acc, ">=", 0.5)
 
 
-def dry_run_plan(cfg: LongContextConfig) -> list[Planned]:
+def dry_run_plan(cfg: LongContextConfig, profile: str = "gpu") -> list[Planned]:
     """Every passkey model at its training and longest test shapes, and the fine-tunes at 2L (for
     `bench.dryrun`); the transformers model is loaded by transformers itself and is not planned here."""
     n, L = max(cfg.lengths), cfg.train.seq_len
     out = [Planned(label(cfg, e), cfg.model, pe_config(cfg, e), cfg.train.batch_size, L,
                    max(1, cfg.batch_tokens // n), n) for e in cfg.encodings]
     if cfg.finetune_steps:
-        out += [Planned(f"{m} fine-tuned at 2L", cfg.model,
-                        {"name": m} if m == "rope" else {"name": m, "factor": 2.0, "original_max_len": L},
+        out += [Planned(f"{m} fine-tuned at 2L", cfg.model, rope_spec(m, 2.0, L),
                         max(1, cfg.train.batch_size // 2), 2 * L, max(1, cfg.batch_tokens // n), n)
                 for m in ("rope", "linear")]
     return out
