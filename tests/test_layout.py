@@ -11,7 +11,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "attnlab"
 LAYERS = [
     ("errors", "registry", "io", "environment", "stats"),
     ("config",),
-    ("positional", "attention", "tasks"),
+    ("positional", "attention", "tasks", "parallel"),
     ("model", "data", "train", "evaluate", "analysis", "plots", "passkey", "hf"),
     ("claims", "bench"),
     ("experiments",),

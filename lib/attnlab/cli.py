@@ -123,6 +123,20 @@ def _bench_dryrun(a: argparse.Namespace) -> tuple[str, object]:
     return text, rows
 
 
+def _bench_ring(a: argparse.Namespace) -> tuple[str, object]:
+    import pandas as pd
+
+    from .bench.ring import bench_ring
+
+    bad = [t for t in a.lengths for w in a.ranks if t % w or t < 2]
+    if bad or any(w < 1 for w in a.ranks):
+        raise ConfigError(f"--lengths = {a.lengths}: each must be >= 2 and a multiple of every --ranks {a.ranks}")
+    rows = bench_ring(a.lengths, a.ranks, a.batch, a.heads, a.head_dim, a.causal, a.repeats)
+    table = pd.DataFrame(rows).pivot_table(index="length", columns="ranks", values=["peak_mb_per_rank", "time_ms"])
+    return (f"bench ring: ring self-attention, forward + backward, B={a.batch}, H={a.heads}, D={a.head_dim}, "
+            f"causal={a.causal} (peak MB added per rank, median ms)\n{table.round(1).to_string()}"), rows
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from .bench.train import SIZES
     from .io import atomic_write_json
@@ -139,7 +153,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bench", help="benchmarks: train | ablate | attention | dry-run").add_subparsers(dest="what",
+    b = sub.add_parser("bench", help="benchmarks: train | ablate | attention | ring | dry-run").add_subparsers(dest="what",
                                                                                               required=True)
     for name, fn, rounds, steps, about in (
             ("train", _bench_train, 6, 5, "training tokens/s vs transformers' Llama, MFU, bias encodings' cost"),
@@ -160,6 +174,16 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook names or unique prefixes")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(fn=_cmd_bench, bench=_bench_dryrun)
+    p = b.add_parser("ring", help="ring self-attention (sequence parallel): memory per rank vs sequence length")
+    p.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096])
+    p.add_argument("--ranks", nargs="+", type=int, default=[1, 2], help="processes the sequence is split over")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.set_defaults(fn=_cmd_bench, bench=_bench_ring)
     p = b.add_parser("attention", help="time and memory of one attention layer per variant and length")
     p.add_argument("--variants", nargs="+", metavar="SPEC",
                    help="names or {name: ..., param: value} (default: every registered attention)")

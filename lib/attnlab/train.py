@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from .config import Config, to_dict
+from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_json, read_json
+from .parallel.launch import World, launch, world
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | None]]
 CACHE_VERSION = 10  # bump when the model or the loop changes what a config trains to
@@ -51,6 +53,15 @@ class TrainConfig(Config):
     checkpoint_every: int = Field(200, ge=1)
     compile: bool = False
     time_budget_s: float = Field(0.0, ge=0, description="stop early after this many seconds (0: none)")
+    nproc: int = Field(1, ge=1, description="processes for data-parallel training (DistributedDataParallel, "
+                       "started as torchrun does); each takes batch_size / nproc rows of the same global batch. "
+                       "Under torchrun its own process count applies")
+
+    @model_validator(mode="after")
+    def _shards(self) -> TrainConfig:
+        if self.batch_size % self.nproc:
+            raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of nproc = {self.nproc}")
+        return self
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,8 +136,10 @@ class TrainStep:
 
     def __init__(self, loss_fn: LossFn, params: list[nn.Parameter], opt: torch.optim.Optimizer,
                  grad_clip: float = 0.0, compile: bool = False,
-                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 reduce: Callable[[Tensor], Tensor] | None = None) -> None:
         self.params, self.opt, self.grad_clip, self.compiled = params, opt, grad_clip, compile
+        self.reduce = reduce  # the loss over every rank (data parallel), before the finite check
         self.autocast = autocast  # around the forward pass only (bf16 on CUDA)
         self.loss_fn = torch.compile(loss_fn) if compile else loss_fn
         if compile:
@@ -153,20 +166,59 @@ class TrainStep:
             self.set_lr(lr)
         with self.autocast():
             loss = self.loss_fn(*args, **kwargs)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"non-finite loss ({loss.detach().item()})")
+        shown = self.reduce(loss.detach()) if self.reduce else loss.detach()
+        if not torch.isfinite(shown):  # every rank sees the same value and stops together
+            raise TrainingDiverged(f"non-finite loss ({shown.item()})")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self._update()
-        return loss.detach()
+        return shown
+
+
+class _Loss(nn.Module):
+    """The model's loss as a forward pass, which DistributedDataParallel wraps (it syncs through forward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, y: Tensor, mask: Tensor | None = None, weight: float = 1.0) -> Tensor:
+        return self.model.loss(x, y, mask=mask) * weight
+
+
+def _shard(x: Tensor, y: Tensor, mask: Tensor | None, w: World) -> tuple[Tensor, Tensor, Tensor | None, float]:
+    """This rank's rows of the global batch, and the weight that makes the ranks' mean the global mean."""
+    rows = slice(w.rank * (x.shape[0] // w.size), (w.rank + 1) * (x.shape[0] // w.size))
+    if mask is None:
+        return x[rows], y[rows], None, 1.0
+    total = float(mask.sum())
+    return x[rows], y[rows], mask[rows], float(mask[rows].sum()) * w.size / max(total, 1.0)
+
+
+def _mean_over_ranks(t: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
 
 
 def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: Path | None = None,
           progress: bool = True, desc: str = "train", device: str | torch.device | None = None) -> TrainResult:
-    """Train `model` for cfg.steps (resuming from `checkpoint` if present); never a silent NaN."""
+    """Train `model` for cfg.steps (resuming from `checkpoint` if present); never a silent NaN.
+
+    Under torchrun (or :func:`attnlab.parallel.launch`) every rank draws the same global batch and trains
+    on its rows through DistributedDataParallel (Li et al. 2020, "PyTorch Distributed"); rank 0 writes the
+    checkpoints, and the result equals one process's with the same global batch up to float rounding.
+    """
     from tqdm.auto import tqdm
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    w = world()
+    if w.size > 1 and cfg.batch_size % w.size:
+        raise ConfigError(f"train.batch_size = {cfg.batch_size}: must be a multiple of the {w.size} processes")
+    device = torch.device(device or (w.device() if w.size > 1 else
+                                     ("cuda" if torch.cuda.is_available() else "cpu")))
+    progress = progress and w.main
     model.to(device).train()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -182,20 +234,28 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
     result = TrainResult(steps=start, losses=losses, resumed_from=start)
     autocast = (partial(torch.autocast, "cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext)
-    step_fn = TrainStep(model.loss, [p for p in model.parameters() if p.requires_grad], opt, cfg.grad_clip,
-                        compile=cfg.compile, autocast=autocast)
+    loss_fn: LossFn = model.loss
+    if w.size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        loss_fn = DDP(_Loss(model), device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = TrainStep(loss_fn, [p for p in model.parameters() if p.requires_grad], opt, cfg.grad_clip,
+                        compile=cfg.compile, autocast=autocast, reduce=_mean_over_ranks if w.size > 1 else None)
     t_begin = time.time()
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
                mininterval=1.0, leave=False)
     tokens_per_step = None
     for step in bar:
         t0 = time.perf_counter()
-        x, y, mask = batch_fn(step, gen)
+        x, y, mask = batch_fn(step, gen)  # the global batch: the same on every rank
+        extra: dict[str, float] = {}
+        if w.size > 1:
+            x, y, mask, extra["weight"] = _shard(x, y, mask, w)
         x, y = x.to(device), y.to(device)
         mask = mask.to(device) if mask is not None else None
-        tokens_per_step = int(mask.sum()) if mask is not None else x.numel()
+        tokens_per_step = (int(mask.sum()) if mask is not None else x.numel()) * w.size
         try:
-            loss = step_fn(x, y, mask=mask, lr=lr_at(step, cfg))
+            loss = step_fn(x, y, mask=mask, lr=lr_at(step, cfg), **extra)
         except TrainingDiverged as e:
             result.status, result.error = "failed", f"{e} at step {step}"
             bar.close()
@@ -206,11 +266,11 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
         if progress and (step % 10 == 0 or step + 1 == cfg.steps):
             recent = step_times[-20:]
             bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{x.numel() / (sum(recent) / len(recent)):.0f}")
-        if checkpoint is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+        if checkpoint is not None and w.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             _save_checkpoint(checkpoint, step + 1, model, opt, gen, losses, step_times)
-        if cfg.time_budget_s and time.time() - t_begin > cfg.time_budget_s and step + 1 < cfg.steps:
+        if _out_of_time(cfg, t_begin, step, w):
             result.status = "time budget"
-            if checkpoint is not None:
+            if checkpoint is not None and w.main:
                 _save_checkpoint(checkpoint, step + 1, model, opt, gen, losses, step_times)
             break
     bar.close()
@@ -220,7 +280,23 @@ def train(model: nn.Module, batch_fn: BatchFn, cfg: TrainConfig, *, checkpoint: 
         result.tokens_per_s = (tokens_per_step or 0) / result.step_time_s if tokens_per_step else float("nan")
     result.wall_s = round(time.time() - t_begin, 2)
     model.eval()
+    if w.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0's checkpoint is written before any rank goes on
     return result
+
+
+def _out_of_time(cfg: TrainConfig, t_begin: float, step: int, w: World) -> bool:
+    """Past the time budget (rank 0's clock decides for every rank)."""
+    if not cfg.time_budget_s or step + 1 >= cfg.steps:
+        return False
+    over = torch.tensor([float(time.time() - t_begin > cfg.time_budget_s)])
+    if w.size > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(over, 0)
+    return bool(over.item())
 
 
 # ----------------------------------------------------------------------------- model cache
@@ -233,16 +309,27 @@ def cache_root() -> Path:
 
 
 def cache_key(*parts: Any) -> str:
-    """A hash of the full configuration (and the cache version) naming a trained model."""
-    payload = json.dumps([CACHE_VERSION, *[to_dict(p) for p in parts]], sort_keys=True, default=str)
+    """A hash of the full configuration (and the cache version) naming a trained model; the number of
+    data-parallel processes is not part of it (the same global batch trains the same model)."""
+    dicts = [to_dict(p) for p in parts]
+    for p, d in zip(parts, dicts):
+        if isinstance(p, TrainConfig):
+            d.pop("nproc", None)
+    payload = json.dumps([CACHE_VERSION, *dicts], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def train_or_load(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, *key_parts: Any,
                   progress: bool = True, desc: str = "train") -> tuple[nn.Module, TrainResult]:
-    """Train `model` unless a model with the same full config is cached; resumable through its checkpoint."""
+    """Train `model` unless a model with the same full config is cached; resumable through its checkpoint.
+
+    With ``train_cfg.nproc > 1`` (outside torchrun) the training runs in that many processes started here
+    (:func:`attnlab.parallel.launch`), and the model is then read back from the cache rank 0 wrote."""
     from safetensors.torch import load_file, save_file
 
+    w = world()
+    if train_cfg.nproc > 1 and w.size == 1 and not _cached(train_cfg, *key_parts):
+        _train_in_processes(model, batch_fn, train_cfg, key_parts, desc)
     key = cache_key(train_cfg, *key_parts)
     folder = cache_root() / key
     weights, info_path = folder / "model.safetensors", folder / "train.json"
@@ -254,9 +341,10 @@ def train_or_load(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, *
                         step_time_s=info["step_time_s"], wall_s=info["wall_s"], status="cached")
         return model, r
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "config.json", [to_dict(p) for p in (train_cfg, *key_parts)])
+    if w.main:
+        atomic_write_json(folder / "config.json", [to_dict(p) for p in (train_cfg, *key_parts)])
     result = train(model, batch_fn, train_cfg, checkpoint=folder / "checkpoint.pt", progress=progress, desc=desc)
-    if result.status == "completed":
+    if result.status == "completed" and w.main:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if getattr(getattr(model, "cfg", None), "tie_embeddings", False):
             state.pop("head.weight", None)  # tied to embed.weight; safetensors stores no shared tensors
@@ -264,9 +352,37 @@ def train_or_load(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, *
         os.close(fd)
         save_file(state, tmp)
         os.replace(tmp, weights)
-        atomic_write_json(info_path, result.to_dict())
+        atomic_write_json(info_path, result.to_dict() | {"processes": w.size})
         (folder / "checkpoint.pt").unlink(missing_ok=True)
+    if w.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the weights are in the cache before any rank returns
     return model, result
+
+
+def _train_in_processes(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, key_parts: tuple[Any, ...],
+                        desc: str) -> None:
+    from .parallel.launch import DistributedRunFailed
+
+    try:
+        launch(_train_rank, train_cfg.nproc, model, batch_fn, train_cfg, key_parts, desc)
+    except DistributedRunFailed as e:
+        ckpt = cache_root() / cache_key(train_cfg, *key_parts) / "checkpoint.pt"
+        where = (f"the next run resumes from its checkpoint at step {int(_load_checkpoint(ckpt)['step'])}"
+                 if ckpt.exists() else "no checkpoint yet: the next run starts afresh")
+        raise DistributedRunFailed(f"training {desc}: {e}; {where} ({ckpt.parent})") from None
+
+
+def _train_rank(model: nn.Module, batch_fn: BatchFn, train_cfg: TrainConfig, key_parts: tuple[Any, ...],
+                desc: str) -> None:
+    """One rank of a data-parallel training started by train_or_load (its result goes through the cache)."""
+    train_or_load(model, batch_fn, train_cfg, *key_parts, desc=desc)
+
+
+def _cached(train_cfg: TrainConfig, *key_parts: Any) -> bool:
+    folder = cache_root() / cache_key(train_cfg, *key_parts)
+    return (folder / "model.safetensors").exists() and (folder / "train.json").exists()
 
 
 def lm_batches(data: Tensor, batch_size: int, seq_len: int) -> BatchFn:
