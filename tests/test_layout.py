@@ -15,7 +15,7 @@ LAYERS = [
     ("model", "data", "train", "evaluate", "analysis", "plots", "passkey", "hf"),
     ("claims", "bench"),
     ("experiments",),
-    ("session", "runner", "report", "compare", "cli", "__main__", ""),
+    ("session", "runner", "report", "compare", "cluster", "sweep", "cli", "__main__", ""),
 ]
 
 

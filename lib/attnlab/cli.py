@@ -13,17 +13,41 @@ from .errors import ConfigError
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from . import runner
+    from .cluster import submitter
 
     overrides = C.parse_overrides(a.set or [])
     _positive(a, "jobs", "cell_timeout")
+    opts = _cluster_options(a)
     p = runner.plan(a.profile, a.only, a.out, overrides)  # validates everything first
+    opts.check()
     print(f"run folder: {p.run_dir} (profile {p.profile}; {len(p.jobs)} notebook(s))")
-    runner.execute(p, jobs=a.jobs, force=a.force, cell_timeout=a.cell_timeout)
+    runner.execute(p, jobs=a.jobs, force=a.force, cell_timeout=a.cell_timeout, submit=submitter(opts))
     fails = runner.failures(p)
     print(f"report: {p.run_dir / 'report.html'}  (also report.md, claims.csv)")
     for f in fails:
         print(f"FAILED {f}", file=sys.stderr)
     return 1 if fails else 0
+
+
+def _cluster_options(a: argparse.Namespace) -> object:
+    from .cluster import ClusterOptions
+
+    fields = {k: getattr(a, k) for k in ("executor", "partition", "gpus_per_job", "cpus_per_job", "mem_gb",
+                                         "time_min", "array_parallelism") if getattr(a, k, None) is not None}
+    return C.validate(ClusterOptions, fields, "--executor options")
+
+
+def _cluster_arguments(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("cluster (submitit)")
+    g.add_argument("--executor", default="local", help="local (default: this process) | slurm | auto "
+                   "(SLURM where sbatch is found, else submitit's local executor): each notebook and each seed "
+                   "shard one job")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--gpus-per-job", type=int, help="GPUs per job (default 0)")
+    g.add_argument("--cpus-per-job", type=int, help="CPUs per job")
+    g.add_argument("--mem-gb", type=float, help="memory per job, GB")
+    g.add_argument("--time-min", type=int, help="time limit per job, minutes (default 240)")
+    g.add_argument("--array-parallelism", type=int, help="jobs running at once (default 8)")
 
 
 def _lookup(tree: object, key: str) -> object:
@@ -210,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun notebooks already completed in the folder")
     r.add_argument("--cell-timeout", type=int, default=4 * 3600,
                    help="seconds one cell may run (default 4 h: notebook 08 trains 27 models in one cell at cpu)")
+    _cluster_arguments(r)
     r.set_defaults(fn=_cmd_run)
     sub.add_parser("list", help="the notebooks and their parameters (defaults and presets)").set_defaults(
         fn=_cmd_list)

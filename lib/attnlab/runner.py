@@ -107,16 +107,30 @@ def plan(profile: str = "auto", only: list[str] | None = None, out: str | Path |
     per = split_overrides(names, overrides)
     run_dir = Path(out).resolve() if out else default_run_dir(profile)
     check_reference_tree(run_dir)
-    jobs = []
-    for n in names:
-        cfg = load_config(n, profile, per[n])  # raises ConfigError before any work
-        preflight(n, cfg, profile)  # inputs that must load (a corpus), before any kernel starts
-        resolved = C.to_dict(cfg)
-        digest = hashlib.sha256(json.dumps([profile, resolved], sort_keys=True).encode()).hexdigest()[:16]
-        nb_dir = run_dir / n
-        params = {"profile": profile, "overrides": per[n], "out_dir": str(nb_dir)}
-        jobs.append(Job(n, C.notebooks_dir() / f"{n}.ipynb", nb_dir, params, resolved, digest))
+    jobs = [make_job(n, profile, per[n], run_dir / n, check_inputs=True) for n in names]
     return RunPlan(profile, requested, run_dir, jobs, overrides)
+
+
+def make_job(name: str, profile: str, overrides: dict[str, Any], out_dir: Path, check_inputs: bool = False) -> Job:
+    """One notebook's job: its config resolved and validated (ConfigError before any work), and its digest."""
+    cfg = load_config(name, profile, overrides)
+    if check_inputs:
+        preflight(name, cfg, profile)  # inputs that must load (a corpus), before any kernel starts
+    resolved = C.to_dict(cfg)
+    digest = hashlib.sha256(json.dumps([profile, resolved], sort_keys=True).encode()).hexdigest()[:16]
+    params = {"profile": profile, "overrides": overrides, "out_dir": str(out_dir)}
+    return Job(name, C.notebooks_dir() / f"{name}.ipynb", out_dir, params, resolved, digest)
+
+
+def run_job(job: Job, threads: int | None, cell_timeout: int) -> dict[str, Any]:
+    """One notebook as a job of its own process (a cluster executor's unit): its kernelspec made here."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    kernel_dir = _kernel_dir()
+    try:
+        return execute_job(job, str(kernel_dir), threads, False, cell_timeout)
+    finally:
+        shutil.rmtree(kernel_dir, ignore_errors=True)
 
 
 def is_done(job: Job) -> bool:
@@ -231,8 +245,9 @@ def _link_latest(run_dir: Path) -> None:
 
 
 def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 4 * 3600,
-            echo: Any = print) -> RunPlan:
-    """Execute a plan (skipping completed notebooks unless `force`), then write manifest and report."""
+            echo: Any = print, submit: Any = None) -> RunPlan:
+    """Execute a plan (skipping completed notebooks unless `force`), then write manifest and report; with
+    `submit` (``cluster.submitter``) each notebook and seed shard is a job of a cluster executor."""
     from .report import render
 
     p.run_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +260,13 @@ def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 
             p.results[j.name] = read_json(j.out_dir / "status.json") | {"skipped": True}
         else:
             todo.append(j)
+    if submit is not None:
+        submit(p, todo, force=force, cell_timeout=cell_timeout, echo=echo,
+               on_result=lambda: write_manifest(p, started, None))
+        write_manifest(p, started, now())
+        render(p.run_dir)
+        _link_latest(p.run_dir)
+        return p
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kernel_dir = _kernel_dir()

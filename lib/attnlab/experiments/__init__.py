@@ -36,6 +36,11 @@ TRAINING = {m.NAME: m for m in (lm_extrapolation, algorithmic, listops_accuracy,
                                 long_context)}
 
 
+# notebooks that read another notebook's trained models (notebook 02's): a cluster run starts them after it
+NEEDS: dict[str, tuple[str, ...]] = {n: (lm_extrapolation.NAME,) for n in
+                                     (implicit_position.NAME, extension.NAME, long_context.NAME)}
+
+
 def preflight(name: str, cfg: C.Config, profile: str) -> None:
     """Checks of a notebook's inputs that need more than validation (a corpus that must load and be large
     enough): ConfigError before any kernel starts. Notebooks 06-08 read notebook 02's models and corpus."""
