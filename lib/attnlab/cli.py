@@ -50,6 +50,32 @@ def _cluster_arguments(r: argparse.ArgumentParser) -> None:
     g.add_argument("--array-parallelism", type=int, help="jobs running at once (default 8)")
 
 
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from . import sweep
+    from .cluster import submitter
+
+    _positive(a, "jobs", "cell_timeout")
+    opts = _cluster_options(a)
+    spec = sweep.load_spec(a.spec)
+    folder, plans = sweep.plan(spec, a.out)  # every point validated before any job
+    opts.check()
+    print(f"sweep folder: {folder} ({len(plans)} point(s) x {len(spec.notebooks)} notebook(s), profile "
+          f"{plans[0][1].profile})")
+    sweep.execute(folder, plans, spec, jobs=a.jobs, force=a.force, cell_timeout=a.cell_timeout,
+                  submit=submitter(opts))
+    fails = [f for _, p in plans for f in runner_failures(p)]
+    print(f"sweep report: {folder / 'sweep.md'}  (also claims.csv; each point's report.html in its folder)")
+    for f in fails:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if fails else 0
+
+
+def runner_failures(p: object) -> list[str]:
+    from .runner import failures
+
+    return failures(p)  # type: ignore[arg-type]
+
+
 def _lookup(tree: object, key: str) -> object:
     for part in key.split("."):
         tree = tree.get(part, {}) if isinstance(tree, dict) else {}
@@ -236,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one cell may run (default 4 h: notebook 08 trains 27 models in one cell at cpu)")
     _cluster_arguments(r)
     r.set_defaults(fn=_cmd_run)
+    sw = sub.add_parser("sweep", help="a grid over --set keys (YAML spec) into one folder with one report")
+    sw.add_argument("spec", help="YAML: notebooks, grid (and profile, seeds, set, out)")
+    sw.add_argument("--out", metavar="DIR", help="sweep folder (default: the spec's out, else outputs/sweeps/sweep)")
+    sw.add_argument("--jobs", type=int, default=1, help="notebooks executed at once with --executor local")
+    sw.add_argument("--force", action="store_true", help="rerun points already completed")
+    sw.add_argument("--cell-timeout", type=int, default=4 * 3600, help="seconds one cell may run")
+    _cluster_arguments(sw)
+    sw.set_defaults(fn=_cmd_sweep)
     sub.add_parser("list", help="the notebooks and their parameters (defaults and presets)").set_defaults(
         fn=_cmd_list)
     rep = sub.add_parser("report", help="re-render the report of a run folder")

@@ -101,40 +101,49 @@ def _job_failure(key: str, job: Any, exc: BaseException) -> str:
     return f"{key}: job {job.job_id} {state}: {last}"
 
 
-def execute_jobs(p: RunPlan, todo: list[Job], opts: ClusterOptions, *, force: bool, cell_timeout: int,
-                 echo: Callable[[str], Any], on_result: Callable[[], Any]) -> None:
-    """Submit the plan's jobs (waves of those whose needs have ended), wait, and record every result."""
+Batch = list[tuple[RunPlan, list[Job], Callable[[], Any]]]  # plans, their jobs to run, what to call on a result
+
+
+def execute_jobs(batch: Batch, opts: ClusterOptions, *, force: bool, cell_timeout: int,
+                 echo: Callable[[str], Any]) -> None:
+    """Submit the jobs of one or more plans (a sweep's points) in waves of those whose needs have ended,
+    wait, and record every result in its plan."""
     opts.check()
-    graph = nodes(p, todo, opts, force)
+    graph: list[tuple[Node, RunPlan, Callable[[], Any]]] = []
+    for p, todo, on_result in batch:
+        prefix = f"{p.run_dir.name}:" if len(batch) > 1 else ""
+        for n in nodes(p, todo, opts, force):
+            n.key, n.needs = prefix + n.key, [prefix + d for d in n.needs]
+            graph.append((n, p, on_result))
     if not graph:
         return
-    ex = make_executor(p.run_dir / "jobs", opts)
+    ex = make_executor(batch[0][0].run_dir / "jobs" if len(batch) == 1 else batch[0][0].run_dir.parent / "jobs",
+                       opts)
     cluster = ex.cluster
-    local = cluster != "slurm"
-    threads = max(1, (os.cpu_count() or 1) // min(opts.array_parallelism, max(1, len(graph)))) if local \
-        else opts.cpus_per_job
+    threads = (max(1, (os.cpu_count() or 1) // min(opts.array_parallelism, len(graph))) if cluster != "slurm"
+               else opts.cpus_per_job)
+    shards = {n.key for n, _, _ in graph if n.shard}
     ended: dict[str, dict[str, Any]] = {}
     pending, running = list(graph), {}
-    echo(f"executor {cluster}: {len(graph)} job(s), {sum(n.shard for n in graph)} of them seed shards; logs in "
-         f"{p.run_dir / 'jobs'}")
+    echo(f"executor {cluster}: {len(graph)} job(s), {len(shards)} of them seed shards; logs in {ex.folder}")
     while pending or running:
-        ready = [n for n in pending if all(d in ended for d in n.needs)]
-        for n in [n for n in ready if any(ended[d]["status"] != "completed" and not _is_shard(graph, d)
-                                          for d in n.needs)]:
-            failed = [d for d in n.needs if ended[d]["status"] != "completed"]
-            ended[n.key] = {"status": "failed", "error": f"{n.key}: not run: needs {', '.join(failed)}, which failed",
-                            "duration_s": None}
-            pending.remove(n)
-            _record(p, n, ended[n.key], echo, on_result)
-        ready = [n for n in pending if all(d in ended for d in n.needs)][: opts.array_parallelism - len(running)]
+        for item in [it for it in pending if all(d in ended for d in it[0].needs)]:
+            failed = [d for d in item[0].needs if ended[d]["status"] != "completed" and d not in shards]
+            if failed:  # a failed shard does not stop its notebook, whose own job trains what is missing
+                ended[item[0].key] = {"status": "failed", "duration_s": None,
+                                      "error": f"{item[0].key}: not run: needs {', '.join(failed)}, which failed"}
+                pending.remove(item)
+                _record(*item, ended[item[0].key], echo)
+        ready = [it for it in pending if all(d in ended for d in it[0].needs)]
+        ready = ready[: max(0, opts.array_parallelism - len(running))]
         if ready:
             with ex.batch():  # one SLURM job array per wave
-                submitted = [(n, ex.submit(run_job, n.job, threads, cell_timeout)) for n in ready]
-            for n, job in submitted:
-                pending.remove(n)
-                running[n.key] = (n, job)
-                echo(f"submit {n.key} (job {job.job_id})")
-        for key, (n, job) in list(running.items()):
+                submitted = [(it, ex.submit(run_job, it[0].job, threads, cell_timeout)) for it in ready]
+            for it, job in submitted:
+                pending.remove(it)
+                running[it[0].key] = (it, job)
+                echo(f"submit {it[0].key} (job {job.job_id})")
+        for key, (it, job) in list(running.items()):
             if not job.done():
                 continue
             try:
@@ -144,7 +153,7 @@ def execute_jobs(p: RunPlan, todo: list[Job], opts: ClusterOptions, *, force: bo
             r = dict(r) | {"job_id": str(job.job_id), "executor": cluster}
             ended[key] = r
             del running[key]
-            _record(p, n, r, echo, on_result)
+            _record(*it, r, echo)
         if running:
             time.sleep(opts.poll_s)
 
@@ -154,21 +163,17 @@ def submitter(opts: ClusterOptions) -> Callable[..., None] | None:
     if opts.executor == "local":
         return None
 
-    def submit(p: RunPlan, todo: list[Job], **kwargs: Any) -> None:
-        execute_jobs(p, todo, opts, **kwargs)
+    def submit(batch: Batch, **kwargs: Any) -> None:
+        execute_jobs(batch, opts, **kwargs)
 
     return submit
 
 
-def _is_shard(graph: list[Node], key: str) -> bool:
-    """A failed shard does not stop its notebook: the notebook's own job trains what is missing."""
-    return any(n.key == key and n.shard for n in graph)
-
-
-def _record(p: RunPlan, n: Node, r: dict[str, Any], echo: Callable[[str], Any], on_result: Callable[[], Any]) -> None:
+def _record(n: Node, p: RunPlan, on_result: Callable[[], Any], r: dict[str, Any],
+            echo: Callable[[str], Any]) -> None:
     echo(f"{'shard' if n.shard else 'done '} {n.key}: {r['status']}" +
          (f" in {r['duration_s']} s" if r.get("duration_s") is not None else "") +
          (f": {r['error']}" if r.get("error") else ""))
     if not n.shard:
-        p.results[n.key] = r
+        p.results[n.job.name] = r
         on_result()

@@ -248,25 +248,11 @@ def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 
             echo: Any = print, submit: Any = None) -> RunPlan:
     """Execute a plan (skipping completed notebooks unless `force`), then write manifest and report; with
     `submit` (``cluster.submitter``) each notebook and seed shard is a job of a cluster executor."""
-    from .report import render
-
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    started = now()
-    write_manifest(p, started, None)
-    todo = []
-    for j in p.jobs:
-        if not force and is_done(j):
-            echo(f"skip  {j.name} (completed in this run folder with the same parameters; --force reruns)")
-            p.results[j.name] = read_json(j.out_dir / "status.json") | {"skipped": True}
-        else:
-            todo.append(j)
+    started, todo = start(p, force, echo)
     if submit is not None:
-        submit(p, todo, force=force, cell_timeout=cell_timeout, echo=echo,
-               on_result=lambda: write_manifest(p, started, None))
-        write_manifest(p, started, now())
-        render(p.run_dir)
-        _link_latest(p.run_dir)
-        return p
+        submit([(p, todo, lambda: write_manifest(p, started, None))], force=force, cell_timeout=cell_timeout,
+               echo=echo)
+        return finish(p, started)
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kernel_dir = _kernel_dir()
@@ -296,6 +282,28 @@ def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 
                     write_manifest(p, started, None)
     finally:
         shutil.rmtree(kernel_dir, ignore_errors=True)
+    return finish(p, started)
+
+
+def start(p: RunPlan, force: bool = False, echo: Any = print) -> tuple[str, list[Job]]:
+    """Open the run folder (manifest written) and find the jobs still to run; completed ones are skipped."""
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    started = now()
+    write_manifest(p, started, None)
+    todo = []
+    for j in p.jobs:
+        if not force and is_done(j):
+            echo(f"skip  {j.name} (completed in this run folder with the same parameters; --force reruns)")
+            p.results[j.name] = read_json(j.out_dir / "status.json") | {"skipped": True}
+        else:
+            todo.append(j)
+    return started, todo
+
+
+def finish(p: RunPlan, started: str) -> RunPlan:
+    """The final manifest and the report of a run folder."""
+    from .report import render
+
     write_manifest(p, started, now())
     render(p.run_dir)
     _link_latest(p.run_dir)
