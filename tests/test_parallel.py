@@ -131,6 +131,23 @@ def test_ring_attention_single_process_is_sdpa():
     torch.testing.assert_close(ring_attention(q, k, v, causal=True), eager_attention(q, k, v, causal=True))
 
 
+def test_spawned_processes_take_closures():
+    offset = torch.tensor(3.0)  # a closure over a tensor: cloudpickle carries it to a fresh interpreter
+
+    def rank_plus_offset():
+        return world().rank + offset.item()
+
+    assert launch(rank_plus_offset, 2, start_method="spawn") == {0: 3.0, 1: 4.0}
+
+
+def test_notebook_configs_take_nproc_and_keep_their_cache_key():
+    from attnlab.experiments import load
+
+    cfg = load("02", "smoke", {"train.nproc": 2})
+    assert cfg.train.nproc == 2
+    assert cache_key(cfg.train) == cache_key(cfg.train.model_copy(update={"nproc": 1}))
+
+
 def test_launch_reports_a_raising_rank():
     with pytest.raises(DistributedRunFailed, match="rank 1: exit code 1"):
         launch(_raise_on_rank_1, 2)

@@ -79,13 +79,15 @@ def _how(code: int | None, error: str) -> tuple[int, str]:
     return 0, f"exit code {code}" + (f" ({error})" if error else "")
 
 
-def launch(fn: Callable[..., Any], nproc: int, *args: Any, start_method: str = "fork",
+def launch(fn: Callable[..., Any], nproc: int, *args: Any, start_method: str | None = None,
            grace_s: float = 5.0) -> dict[int, Any]:
     """Run ``fn(*args)`` in `nproc` processes of one group, with torchrun's environment (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT); rank -> return value.
 
-    The processes are PyTorch's own (``torch.multiprocessing.start_processes``); ``fork`` (the default) lets
-    a notebook pass closures and models without pickling them. When a rank fails, the others get
+    The processes are PyTorch's own (``torch.multiprocessing.start_processes``); `fn` and its arguments
+    travel by cloudpickle, so a notebook's closures and models can be passed. The default start method is
+    ``fork``, or ``spawn`` once this process has initialized CUDA (which a forked child cannot use
+    again). When a rank fails, the others get
     `grace_s` seconds and are then stopped; :class:`DistributedRunFailed` names every failed rank, the
     cause first (a signal, an exit code and its error) and the ranks that only lost their peers after.
     """
@@ -93,9 +95,14 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, start_method: str = "
 
     if nproc < 1:
         raise ConfigError(f"nproc = {nproc}: must be >= 1")
+    import cloudpickle
+
+    if start_method is None:
+        start_method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
     threads = max(1, torch.get_num_threads() // nproc)
+    payload = cloudpickle.dumps((fn, args))
     with tempfile.TemporaryDirectory(prefix="attnlab-launch-") as tmp:
-        ctx = start_processes(_in_worker, args=(fn, nproc, _free_port(), tmp, threads, args), nprocs=nproc,
+        ctx = start_processes(_in_worker, args=(payload, nproc, _free_port(), tmp, threads), nprocs=nproc,
                               join=False, start_method=start_method)
         try:
             while not ctx.join(grace_period=grace_s):
@@ -122,12 +129,14 @@ def _error_line(path: Path) -> str:
     return text[-1] if text else ""
 
 
-def _in_worker(rank: int, fn: Callable[..., Any], nproc: int, port: int, tmp: str, threads: int,
-               args: tuple[Any, ...]) -> None:
+def _in_worker(rank: int, payload: bytes, nproc: int, port: int, tmp: str, threads: int) -> None:
+    import cloudpickle
+
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(threads)
     try:
+        fn, args = cloudpickle.loads(payload)
         result = fn(*args)
         torch.save(result, Path(tmp) / f"{rank}.pt")
     except BaseException as e:
