@@ -100,6 +100,27 @@ def test_trainer_under_torchrun(tmp_path):
     assert line.endswith("world 2") and abs(float(line.split()[1]) - r1.losses[-1]) < 1e-4
 
 
+def test_the_documented_torchrun_script_runs(tmp_path):
+    """docs/cluster.md's script, at a small size, under torchrun with 2 processes."""
+    import re
+
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "cluster.md").read_text(), flags=re.S)[0]
+    for big, small in [("d_model=512, n_layers=8, n_heads=8", "d_model=32, n_layers=1, n_heads=2"),
+                       ("256, 1024", "4, 32"), ("steps=5000, batch_size=256, seq_len=1024",
+                                                 "steps=3, batch_size=4, seq_len=32, warmup=1"),
+                       ("DataConfig()", "DataConfig(max_bytes=200000)")]:
+        assert big in code
+        code = code.replace(big, small)
+    script = tmp_path / "my_training.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len([ln for ln in out.stdout.splitlines() if ln.strip()]) == 1  # rank 0 prints, once
+    float(out.stdout.strip())
+
+
 def _ring_vs_full(causal, size):
     w = world()
     g = torch.Generator().manual_seed(0)
