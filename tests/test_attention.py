@@ -396,3 +396,40 @@ def test_key_value_attention_uses_keys_as_queries():
     torch.testing.assert_close(call(m, q, k, v), eager_attention(k, k, v), atol=1e-5, rtol=1e-5)
     s = k @ k.transpose(-2, -1)
     torch.testing.assert_close(s, s.transpose(-2, -1))  # a symmetric score map
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_learned_kernel_equals_quadratic_form_of_its_features(causal):
+    q, k, v = qkv()
+    m = variant("learned_kernel", causal, features=32, components=4)
+    with torch.no_grad():  # a trained state: components apart from N(0, I)
+        m.mu.normal_(0, 0.3), m.log_sigma.normal_(0, 0.2), m.logit_pi.normal_()
+    ref = _feature_reference(m.phi(q), m.phi(k), v, causal)
+    torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_learned_kernel_starts_as_positive_random_features_of_softmax():
+    """At initialisation (mu = 0, sigma = 1): Performer's estimator with i.i.d. Gaussian features."""
+    q, k, v = (x * 0.5 for x in qkv())
+    exact = eager_attention(q, k, v)
+    with torch.no_grad():
+        errs = [float((call(variant("learned_kernel", features=m, components=2, seed=1), q, k, v) - exact)
+                      .abs().mean()) for m in (8, 4096)]
+    assert errs[1] < errs[0] and errs[1] < 0.05
+    m = variant("learned_kernel", features=16, components=2)
+    w = m.spectral_samples()
+    torch.testing.assert_close(w, m.eps.reshape(-1, m.eps.shape[-1]))
+
+
+def test_learned_kernel_learns_its_spectral_distribution():
+    q, k, v = (x.requires_grad_() for x in qkv())
+    m = variant("learned_kernel", True, features=16, components=2)
+    call(m, q, k, v).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (m.mu, m.log_sigma, m.logit_pi))
+
+
+def test_learned_kernel_components_must_divide_features():
+    from attnlab.config import validate
+
+    with pytest.raises(ConfigError, match="features = 10: must be a multiple of components = 4"):
+        validate(ModelConfig, {"attention": {"name": "learned_kernel", "features": 10, "components": 4}})

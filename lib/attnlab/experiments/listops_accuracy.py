@@ -26,10 +26,11 @@ from ..tasks import listops as L
 from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
-VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value")
+VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value",
+            "learned_kernel")
 LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
           "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)", "urpe": "URPE",
-          "key_value": "Key-Value"}
+          "key_value": "Key-Value", "learned_kernel": "Learned kernel (GMM-PRF)"}
 # LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
 PAPER_ACC = {"Transformer": 36.37, "Local Attention": 15.82, "Linformer": 35.70, "Performer": 18.01,
              "Linear Trans.": 16.13, "FNet": 35.33}
