@@ -10,8 +10,6 @@ with i.i.d. features; training moves the kernel away from softmax's.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
@@ -31,7 +29,7 @@ class LearnedKernel(Attention):
         seed: int = Field(0, ge=0, description="seed of the fixed noise eps")
 
         @model_validator(mode="after")
-        def _split(self) -> "LearnedKernel.Params":
+        def _split(self) -> LearnedKernel.Params:
             if self.features % self.components:
                 raise ValueError(f"features = {self.features}: must be a multiple of components = {self.components}")
             return self
