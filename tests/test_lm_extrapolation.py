@@ -73,3 +73,34 @@ def test_speed_claim_reads_the_interleaved_benchmark_over_the_training_logs():
     row = _speed_verdict(logs_only)
     assert row["verdict"] == "inconclusive" and "speed_rounds = 0" in row["note"]  # logs are not compared
     assert lm.speed_table(results).loc["alibi", "measured_by"] == "interleaved benchmark"
+
+
+def _shaw_results(gap, seeds=3, segments=12, noise=0.005):
+    """eval and eval_segment rows at L = 64 for shaw and shaw(values=True); values worse by `gap` bpb."""
+    g = torch.Generator().manual_seed(0)
+    rows = [{"experiment": "corpus", "unigram_bpb": 4.5}]
+    for enc, shift in (("shaw", 0.0), (lm.SHAW_VALUES, gap)):
+        for s in range(seeds):
+            segs = [3.2 + shift + 0.05 * (u % 4) + noise * float(torch.randn(1, generator=g)) for u in range(segments)]
+            rows += [{"experiment": "eval_segment", "protocol": "nonoverlapping", "encoding": enc, "length": 64,
+                      "seed": s, "segment": u, "bpb": b} for u, b in enumerate(segs)]
+            rows.append({"experiment": "eval", "protocol": "nonoverlapping", "encoding": enc, "length": 64,
+                         "train_length": 64, "seed": s, "bpb": sum(segs) / segments})
+    return pd.DataFrame(rows)
+
+
+def test_shaw_values_claim_is_an_equivalence_test():
+    def verdict(gap):
+        (row,) = [r for r in check_claims("02_lm_length_extrapolation", _shaw_results(gap), "cpu")
+                  if r["id"] == "shaw_values_add_nothing"]
+        return row["verdict"]
+
+    assert verdict(0.0) == "reproduced"
+    assert verdict(0.08) == "not reproduced" and verdict(-0.08) == "not reproduced"  # better or worse: not equal
+    assert verdict(0.02) == "inconclusive"  # the interval straddles the margin
+
+
+def test_two_entries_of_one_encoding_get_their_parameters_in_the_label():
+    cfg = load("02", "smoke", {"encodings": ["shaw", {"name": "shaw", "values": True}, "alibi"]})
+    assert [lm.label(cfg, e) for e in cfg.encodings] == ["shaw", lm.SHAW_VALUES, "alibi"]
+    assert lm.label(cfg, cfg.encodings[2]) == "alibi"

@@ -288,3 +288,66 @@ def test_kerple_power_variant_and_positivity():
     assert torch.all(b <= 0) and torch.all(b.diagonal(dim1=1, dim2=2) == 0)
     b.sum().backward()
     assert pe.p.grad is not None and pe.a.grad is not None
+
+
+def _shaw_values_model(**kw):
+    from attnlab.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, vocab_size=32, **kw),
+                    {"name": "shaw", "clip": 3, "values": True})
+    with torch.no_grad():  # value vectors large enough to matter
+        m.pe.value_table.weight.normal_(0, 1.0)
+        m.pe.table.weight.normal_(0, 1.0)
+    return m.eval()
+
+
+@pytest.mark.parametrize("mode", ["decoder", "encoder"])
+def test_shaw_values_equal_the_materialized_sum(mode):
+    """z_i = sum_j alpha_ij (v_j + a^V_clip(j-i)), alpha from q_i.(k_j + a^K_clip(j-i)) / sqrt(d) (eq. 3-4)."""
+    m = _shaw_values_model(mode=mode)
+    attn, t, d = m.blocks[0].attn, 9, 8
+    x = torch.randn(2, t, 16)
+    pos = torch.arange(t)
+    with torch.no_grad():
+        got = attn(x, m.position_context(pos, t))
+        q, k, v = attn.project(x, m.position_context(pos, t))
+        z = torch.zeros_like(q)
+        for i in range(t):
+            js = range(i + 1) if mode == "decoder" else range(t)
+            rel = [min(max(j - i, -3), 3) + 3 for j in js]
+            a_k, a_v = m.pe.table.weight[rel], m.pe.value_table.weight[rel]  # (J, D)
+            logits = (q[:, :, i, None, :] * (k[:, :, list(js)] + a_k)).sum(-1) / math.sqrt(d)  # (B, H, J)
+            alpha = logits.softmax(-1)
+            z[:, :, i] = (alpha[..., None] * (v[:, :, list(js)] + a_v)).sum(-2)
+        ref = attn.out(z.transpose(1, 2).reshape(2, t, 16))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_shaw_values_are_translation_invariant_and_causal():
+    m = _shaw_values_model()
+    tokens = torch.randint(0, 32, (2, 12))
+    with torch.no_grad():
+        a = m(tokens, torch.arange(12))
+        b = m(tokens, torch.arange(12) + 7)
+        later = tokens.clone()
+        later[:, 8:] = (later[:, 8:] + 1) % 32
+        c = m(later, torch.arange(12))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a[:, :8], c[:, :8], atol=1e-5, rtol=1e-5)
+    assert (a[:, 8:] - c[:, 8:]).abs().max() > 1e-3
+    from attnlab.model import ModelConfig, build_model
+
+    keys = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, vocab_size=32), {"name": "shaw", "clip": 3})
+    keys.load_state_dict({n: p for n, p in m.state_dict().items() if "value_table" not in n})
+    with torch.no_grad():
+        m.pe.value_table.weight.zero_()  # a zero value term: the key-only model (its sdpa path)
+        torch.testing.assert_close(m(tokens), keys.eval()(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_shaw_values_need_an_exact_attention():
+    from attnlab.model import ModelConfig, build_model
+
+    with pytest.raises(ConfigError, match="'performer': pe = 'shaw' with values needs the attention weights"):
+        build_model(ModelConfig(d_model=16, n_heads=2, mode="encoder", attention="performer"),
+                    {"name": "shaw", "values": True})

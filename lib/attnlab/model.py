@@ -19,7 +19,14 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .attention import AttentionSpec, AttnDims, build_attention, causal_mask, materialize_score_mod
+from .attention import (
+    AttentionSpec,
+    AttnDims,
+    attention_weights,
+    build_attention,
+    causal_mask,
+    materialize_score_mod,
+)
 from .config import Config, choice
 from .errors import ConfigError
 from .positional import (
@@ -91,6 +98,7 @@ class PositionContext:
     query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
     key_padding: Tensor | None = None  # (B, T) True at padding tokens (model.pad_id): masked as keys
+    values: Tensor | None = None  # (T, T, D) relative value vectors weighted by the attention (Shaw et al. eq. 3)
 
     def bias_for(self, q: Tensor) -> Tensor | None:
         """The additive logit bias for queries q (B, H, T, D), logit scale included."""
@@ -128,8 +136,14 @@ class SelfAttention(nn.Module):
         if self.attn.mixes_input:  # FNet: no q, k, v
             return self.attn.mix(x)
         q, k, v = self.project(x, ctx)
-        y = self.attn(q, k, v, bias=ctx.bias_for(q), score_mod=ctx.score_mod_for(q), causal=self.causal,
-                      scale=ctx.logit_scale / math.sqrt(self.head_dim), key_padding=ctx.key_padding)  # (B, H, T, D)
+        scale = ctx.logit_scale / math.sqrt(self.head_dim)
+        if ctx.values is not None:  # Shaw et al.'s value term needs the attention weights themselves
+            p = attention_weights(q, k, bias=ctx.bias_for(q), causal=self.causal, scale=scale,
+                                  key_padding=ctx.key_padding)  # (B, H, T, T)
+            y = torch.matmul(p, v) + torch.einsum("bhqk,qkd->bhqd", p, ctx.values.to(p.dtype))
+        else:
+            y = self.attn(q, k, v, bias=ctx.bias_for(q), score_mod=ctx.score_mod_for(q), causal=self.causal,
+                          scale=scale, key_padding=ctx.key_padding)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
     @torch.no_grad()
@@ -177,6 +191,9 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         attn = self.blocks[0].attn.attn
+        if getattr(getattr(self.pe, "params", None), "values", False) and not attn.exact:
+            raise ConfigError(f"model.attention = {cfg.attention.name!r}: pe = {pe.name!r} with values needs the "
+                              f"attention weights of an exact path; valid choices: eager, sdpa, flex")
         if self.pe.kind not in attn.accepts:
             raise ConfigError(f"model.attention = {cfg.attention.name!r} cannot carry a {self.pe.kind} encoding "
                               f"(pe = {pe.name!r}); it accepts: {', '.join(attn.accepts)}")
@@ -209,6 +226,10 @@ class Transformer(nn.Module):
         pe = self.pe
         if self.cfg.log_length_scaling:
             logit_scale = logit_scale * log_length_scale(length)
+        values = pe.relative_values(positions, positions) if hasattr(pe, "relative_values") else None
+        if values is not None:  # the value term needs materialized weights: no score_mod path
+            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
+                                   logit_scale=logit_scale, values=values)
         if pe.kind == "bias" and self.blocks[0].attn.attn.uses_score_mod and logit_scale == 1.0:
             query_score_mod = getattr(pe, "query_score_mod", None)
             if pe.query_dependent and query_score_mod is not None:

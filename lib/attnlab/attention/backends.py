@@ -41,6 +41,21 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
     return torch.matmul(scores.softmax(dim=-1), v)  # (B, H, Tq, D)
 
 
+def attention_weights(q: Tensor, k: Tensor, bias: Tensor | None = None, causal: bool = False,
+                      scale: float | None = None, key_padding: Tensor | None = None) -> Tensor:
+    """Softmax attention weights alpha (B, H, Tq, Tk), materialized (Vaswani et al. 2017, eq. 1), for terms that
+    weight something other than v (Shaw et al.'s relative values)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    if key_padding is not None:
+        scores = scores + padding_bias(key_padding, scores.dtype)
+    if causal:
+        scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: bool = False,
                    scale: float | None = None) -> Tensor:
     """torch scaled_dot_product_attention; a bias travels as a float 4-D attn_mask."""

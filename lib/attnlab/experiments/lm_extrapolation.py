@@ -34,7 +34,7 @@ class LMExtrapolationConfig(Config):
 
     encodings: tuple[PESpec, ...] = Field(
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
-                                 "randomized"),
+                                 "randomized", "shaw", {"name": "shaw", "values": True}),
         description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
     seeds: Seeds = Field((0, 1, 2), description="every model is trained once per seed (train.seed is replaced)")
     randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")
@@ -71,8 +71,16 @@ def load_config(profile: str) -> LMExtrapolationConfig:
 
 
 def label(cfg: LMExtrapolationConfig, spec: PESpec) -> str:
-    """The name a model goes by in tables and figures (also for notebook 08's config: the same fields)."""
-    return f"randomized({cfg.randomized_base})" if spec.name == "randomized" else spec.name
+    """The name a model goes by in tables and figures (also for notebook 08's config: the same fields): the
+    encoding's name, with the parameters that differ from its defaults where two entries share a name."""
+    if spec.name == "randomized":
+        return f"randomized({cfg.randomized_base})"
+    if sum(PESpec.model_validate(e).name == spec.name for e in cfg.encodings) > 1:
+        defaults = type(spec.params)().model_dump()
+        changed = {k: v for k, v in spec.params.model_dump().items() if v != defaults.get(k)}
+        if changed:
+            return f"{spec.name}(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
+    return spec.name
 
 
 def find(cfg: LMExtrapolationConfig, name: str) -> PESpec:
@@ -375,6 +383,28 @@ def _alibi_vs_sin(df: pd.DataFrame) -> Measured:
     est = crossed_bootstrap(d, lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
     return Measured(f"ALiBi - sinusoidal {est.text('+.3f')} bpb at L ({est.n_seeds} seeds x {est.n_units} segments)",
                     (Condition("ALiBi - sinusoidal bpb", est, "<=", 0.02),))
+
+
+SHAW_VALUES = "shaw(values=True)"
+SHAW_EQUIVALENCE = 0.02  # bpb: "no better, no worse" within this margin (fixed before any run)
+
+
+@claim("shaw_values_add_nothing", notebook=NAME, paper="Shaw et al. 2018, Table 4, sec. 4.3", min_profile="cpu",
+       statement="relative value vectors add nothing to relative keys: at L the two models are equally good",
+       paper_value="EN-DE dev BLEU with a^K alone about that with a^K and a^V (the paper: keys alone may suffice)",
+       threshold=f"95% interval of shaw(values) bpb - shaw (keys) bpb at L wholly within +-{SHAW_EQUIVALENCE}")
+def _shaw_values(df: pd.DataFrame) -> Measured:
+    if (why := fit_problem(df, "shaw", SHAW_VALUES)):
+        return Measured.missing(why)
+    L = train_length(df)
+    d = segment_matrix(df, [("shaw", L), (SHAW_VALUES, L)]) if L else np.empty((0, 0, 2))
+    if d.size == 0:
+        return Measured.missing("needs shaw and shaw(values=True) evaluated at L")
+    est = crossed_bootstrap(d, lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
+    return Measured(f"keys + values - keys only {est.text('+.3f')} bpb at L ({est.n_seeds} seeds x "
+                    f"{est.n_units} segments)",
+                    (Condition("values - keys bpb", est, ">=", -SHAW_EQUIVALENCE),
+                     Condition("values - keys bpb", est, "<=", SHAW_EQUIVALENCE)))
 
 
 SPEED_VS_SINUSOIDAL = 0.9  # "about as fast": the paper's 28.3k vs 28.5k
