@@ -433,3 +433,20 @@ def test_learned_kernel_components_must_divide_features():
 
     with pytest.raises(ConfigError, match="features = 10: must be a multiple of components = 4"):
         validate(ModelConfig, {"attention": {"name": "learned_kernel", "features": 10, "components": 4}})
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_blockwise_equals_eager_attention_over_its_blocks(causal):
+    """Sun et al.'s blockwise causal attention: the softmax over the keys of the query's block and the one before."""
+    from attnlab.attention.variants.blockwise import blockwise_mask
+
+    q, k, v = qkv(t=23)
+    m = variant("blockwise", causal, t=23, block=5)
+    keep = blockwise_mask(23, 23, 5, causal)
+    for i in (0, 4, 5, 9, 10, 14, 22):  # block 0, block edges, the last (partial) block
+        seen = {j for j in range(23) if j // 5 in (i // 5 - 1, i // 5) and (j <= i or not causal)}
+        assert set(keep[i].nonzero().flatten().tolist()) == seen
+    ref = eager_attention(q, k, v, bias=torch.zeros(23, 23).masked_fill(~keep, float("-inf")))
+    torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-5, rtol=1e-5)
+    full = variant("blockwise", causal, t=23, block=23)  # one block holding everything: full attention
+    torch.testing.assert_close(call(full, q, k, v), eager_attention(q, k, v, causal=causal), atol=1e-5, rtol=1e-5)

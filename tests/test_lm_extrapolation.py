@@ -104,3 +104,25 @@ def test_two_entries_of_one_encoding_get_their_parameters_in_the_label():
     cfg = load("02", "smoke", {"encodings": ["shaw", {"name": "shaw", "values": True}, "alibi"]})
     assert [lm.label(cfg, e) for e in cfg.encodings] == ["shaw", lm.SHAW_VALUES, "alibi"]
     assert lm.label(cfg, cfg.encodings[2]) == "alibi"
+
+
+def test_blockwise_eval_names_an_encoding():
+    assert load("02", "smoke", {"encodings": ["alibi"]}).blockwise_eval == ("xpos",)  # default: where xpos is
+    import pytest
+
+    from attnlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="blockwise_eval = \\['rope'\\]: 'rope' is not one of the encodings"):
+        load("02", "smoke", {"encodings": ["alibi"], "blockwise_eval": ["rope"]})
+
+
+def test_blockwise_model_keeps_the_weights_and_equals_the_model_within_one_block():
+    cfg = load("02", "smoke", {"encodings": ["xpos"]})
+    model = build_model(cfg.model, lm.pe_config(cfg, "xpos")).eval()
+    bca = lm.with_blockwise(cfg, model)
+    L = cfg.train.seq_len
+    tokens = torch.randint(0, 256, (2, 3 * L))
+    with torch.no_grad():
+        full, blocked = model(tokens), bca(tokens)
+    torch.testing.assert_close(blocked[:, :L], full[:, :L])  # up to L the blocks hold every earlier key
+    assert (blocked[:, 2 * L:] - full[:, 2 * L:]).abs().max() > 1e-4  # beyond, block 0 is out of reach

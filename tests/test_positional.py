@@ -62,6 +62,8 @@ def test_interface_shapes(name):
     elif pe.kind == "rotary":
         r = pe.rotation(pos)
         assert r.cos.shape == r.sin.shape == (10, DIMS.head_dim // 2)
+    elif pe.kind == "conditional":
+        assert pe.generate(torch.randn(2, 10, DIMS.d_model)).shape == (2, 10, DIMS.d_model)
     else:
         assert pe.kind == "none"
 
@@ -351,3 +353,44 @@ def test_shaw_values_need_an_exact_attention():
     with pytest.raises(ConfigError, match="'performer': pe = 'shaw' with values needs the attention weights"):
         build_model(ModelConfig(d_model=16, n_heads=2, mode="encoder", attention="performer"),
                     {"name": "shaw", "values": True})
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_cpe_is_translation_equivariant(causal):
+    """Chu et al.'s PEG: shifting the input shifts the generated encoding (away from the zero-padded borders)."""
+    pe = build_encoding({"name": "cpe", "kernel": 3}, PEDims(8, 2, 4, causal))
+    x = torch.randn(2, 20, 8)
+    with torch.no_grad():
+        full, shifted = pe.generate(x), pe.generate(x[:, 5:])
+    lo, hi = (2, 15) if causal else (1, 14)  # positions of `shifted` whose window is inside both inputs
+    torch.testing.assert_close(shifted[:, lo:hi], full[:, 5 + lo:5 + hi])
+    assert (shifted[:, 0] - full[:, 5]).abs().max() > 1e-4  # the border (zero padding) is what tells position
+
+
+def test_cpe_is_causal_in_decoders_and_sees_both_sides_in_encoders():
+    x = torch.randn(1, 12, 8)
+    later = x.clone()
+    later[:, 7:] += 1.0
+    for causal in (True, False):
+        pe = build_encoding({"name": "cpe", "kernel": 5}, PEDims(8, 2, 4, causal))
+        with torch.no_grad():
+            a, b = pe.generate(x), pe.generate(later)
+        if causal:
+            torch.testing.assert_close(a[:, :7], b[:, :7])
+        else:
+            assert (a[:, 5:7] - b[:, 5:7]).abs().max() > 1e-4
+
+
+def test_cpe_model_is_causal_and_ignores_position_indices():
+    from attnlab.model import ModelConfig, build_model
+
+    m = build_model(ModelConfig(d_model=16, n_layers=2, n_heads=2, vocab_size=32), {"name": "cpe", "after_block": 1})
+    tokens = torch.randint(0, 32, (2, 10))
+    later = tokens.clone()
+    later[:, 6:] = (later[:, 6:] + 1) % 32
+    with torch.no_grad():
+        a, b, c = m(tokens), m(tokens, torch.arange(10) + 100), m(later)
+    torch.testing.assert_close(a, b)  # no position index enters: only the features' order
+    torch.testing.assert_close(a[:, :6], c[:, :6])
+    with pytest.raises(ConfigError, match="pe.after_block = 3: must be <= model.n_layers = 2"):
+        build_model(ModelConfig(d_model=16, n_layers=2, n_heads=2), {"name": "cpe", "after_block": 3})

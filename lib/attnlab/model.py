@@ -194,6 +194,9 @@ class Transformer(nn.Module):
         if getattr(getattr(self.pe, "params", None), "values", False) and not attn.exact:
             raise ConfigError(f"model.attention = {cfg.attention.name!r}: pe = {pe.name!r} with values needs the "
                               f"attention weights of an exact path; valid choices: eager, sdpa, flex")
+        if self.pe.kind == "conditional" and self.pe.params.after_block > cfg.n_layers:
+            raise ConfigError(f"pe.after_block = {self.pe.params.after_block}: must be <= model.n_layers = "
+                              f"{cfg.n_layers}")
         if self.pe.kind not in attn.accepts:
             raise ConfigError(f"model.attention = {cfg.attention.name!r} cannot carry a {self.pe.kind} encoding "
                               f"(pe = {pe.name!r}); it accepts: {', '.join(attn.accepts)}")
@@ -264,9 +267,14 @@ class Transformer(nn.Module):
             if pad.device.type == "meta" or bool(pad.any()):  # meta (a dry run): take the padded path
                 ctx = replace(ctx, key_padding=pad)
         hidden = [x]
-        for block in self.blocks:
+        generate_at = self.pe.params.after_block if self.pe.kind == "conditional" else -1
+        for i, block in enumerate(self.blocks):
+            if i == generate_at:  # Chu et al.'s PEG: positions generated from the features themselves
+                x = x + self.pe.generate(x)
             x = block(x, ctx)
             hidden.append(x)
+        if generate_at == len(self.blocks):
+            x = x + self.pe.generate(x)
         logits = self.head(self.ln_f(x))
         return (logits, hidden) if return_hidden else logits
 

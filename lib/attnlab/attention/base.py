@@ -19,8 +19,8 @@ from ..config import Component, Config, NoParams
 from ..errors import ConfigError
 from ..registry import Registry
 
-ALL_PE = ("none", "additive", "rotary", "bias")
-WITHOUT_BIAS = ("none", "additive", "rotary")
+ALL_PE = ("none", "additive", "rotary", "bias", "conditional")
+WITHOUT_BIAS = ("none", "additive", "rotary", "conditional")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..config import Config, Seeds, load, one_of, replace
 from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
 from ..evaluate import EvalConfig, by_length, segment_rows
-from ..model import ModelConfig, build_model
+from ..model import ModelConfig, Transformer, build_model
 from ..positional import ENCODINGS, PESpec
 from ..stats import Estimate, crossed_bootstrap
 from ..train import TrainConfig, TrainingDiverged, lm_batches, train_or_load
@@ -34,10 +34,13 @@ class LMExtrapolationConfig(Config):
 
     encodings: tuple[PESpec, ...] = Field(
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
-                                 "randomized", "shaw", {"name": "shaw", "values": True}),
+                                 "randomized", "shaw", {"name": "shaw", "values": True}, "cpe"),
         description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
     seeds: Seeds = Field((0, 1, 2), description="every model is trained once per seed (train.seed is replaced)")
     randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")
+    blockwise_eval: tuple[str, ...] = Field(("xpos",), description="encodings (labels) also evaluated with "
+                                            "blockwise causal attention in blocks of L, as '<label>+bca' (Sun et al.; "
+                                            "the default: xpos, where it is among the encodings)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -58,6 +61,10 @@ class LMExtrapolationConfig(Config):
         labels = [label(self, e) for e in self.encodings]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"encodings = {labels}: duplicates")
+        unknown = [b for b in self.blockwise_eval if b not in labels]
+        if unknown and "blockwise_eval" in self.model_fields_set:  # the default applies where xpos is trained
+            raise ConfigError(f"blockwise_eval = {list(self.blockwise_eval)}: {unknown[0]!r} is not one of the "
+                              f"encodings; valid choices: {', '.join(labels)}")
         return self
 
     @property
@@ -152,6 +159,30 @@ def speed_benchmark(cfg: LMExtrapolationConfig, corpus: Corpus) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def evaluate_by_length(cfg: LMExtrapolationConfig, corpus: Corpus, model: Transformer, lab: str, seed: int,
+                       learned: bool = False) -> list[pd.DataFrame]:
+    """Bits per byte of one model at every evaluation length: `eval` rows and their `eval_segment` rows."""
+    torch.manual_seed(seed + 1)  # randomized positions at test time are drawn too
+    ev = by_length(model, corpus.test, cfg.lengths, cfg.eval.max_tokens, sliding_stride=cfg.eval.sliding_stride,
+                   sliding_tokens=cfg.eval.sliding_tokens, batch_tokens=cfg.batch_tokens,
+                   max_position=model.pe.max_positions if learned else None)
+    ev.insert(0, "seed", seed)
+    ev.insert(0, "encoding", lab)
+    ev.insert(0, "experiment", "eval")
+    ev["train_length"] = cfg.train.seq_len
+    seg = segment_rows(ev).assign(experiment="eval_segment")
+    return [ev.drop(columns=["segment_nll"], errors="ignore"), seg]
+
+
+def with_blockwise(cfg: LMExtrapolationConfig, model: Transformer) -> Transformer:
+    """The trained model with blockwise causal attention in blocks of L (Sun et al. 2023, sec. 3.3): the same
+    weights, only the attention's support changes."""
+    mcfg = replace(cfg.model, attention={"name": "blockwise", "block": cfg.train.seq_len})
+    out = build_model(mcfg, model.pe_spec)
+    out.load_state_dict(model.state_dict())
+    return out.to(next(model.parameters()).device).eval()
+
+
 def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every encoding once per seed and evaluate it by length on the same segments of the test split
     (paired comparisons); one failed model never stops the others."""
@@ -168,17 +199,9 @@ def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool
                 frames.append(pd.DataFrame([{"experiment": "train", "encoding": lab, "seed": seed,
                                              "status": "failed", "error": str(e)}]))
                 continue
-            torch.manual_seed(seed + 1)  # randomized positions at test time are drawn too
-            ev = by_length(model, corpus.test, cfg.lengths, cfg.eval.max_tokens,
-                           sliding_stride=cfg.eval.sliding_stride, sliding_tokens=cfg.eval.sliding_tokens,
-                           batch_tokens=cfg.batch_tokens,
-                           max_position=model.pe.max_positions if spec.name == "learned" else None)
-            ev.insert(0, "seed", seed)
-            ev.insert(0, "encoding", lab)
-            ev.insert(0, "experiment", "eval")
-            ev["train_length"] = cfg.train.seq_len
-            seg = segment_rows(ev).assign(experiment="eval_segment")
-            frames += [ev.drop(columns=["segment_nll"], errors="ignore"), seg]
+            frames += evaluate_by_length(cfg, corpus, model, lab, seed, learned=spec.name == "learned")
+            if lab in cfg.blockwise_eval:  # the same weights with blockwise causal attention (Sun et al.)
+                frames += evaluate_by_length(cfg, corpus, with_blockwise(cfg, model), f"{lab}+bca", seed)
             curve = pd.DataFrame({"experiment": "train_curve", "encoding": lab, "seed": seed,
                                   "step": range(1, len(tr.losses) + 1), "loss": tr.losses}).iloc[::10]
             frames.append(curve)
@@ -383,6 +406,27 @@ def _alibi_vs_sin(df: pd.DataFrame) -> Measured:
     est = crossed_bootstrap(d, lambda a: float(np.mean(a[..., 1]) - np.mean(a[..., 0])))
     return Measured(f"ALiBi - sinusoidal {est.text('+.3f')} bpb at L ({est.n_seeds} seeds x {est.n_units} segments)",
                     (Condition("ALiBi - sinusoidal bpb", est, "<=", 0.02),))
+
+
+@claim("cpe_holds_to_4L", notebook=NAME, paper="Chu et al. 2023 (CPVT), sec. 3-4", min_profile="cpu",
+       statement="a conditional position encoding (PEG) generalizes to inputs longer than those it was trained on",
+       paper_value="CPE keeps ImageNet accuracy at input sizes larger than the training size without fine-tuning, "
+                   "where learned absolute encodings must be interpolated (the paper's claim, images)",
+       threshold="95% interval of max over 2L, 4L of cpe bpb / its bpb at L wholly <= 1.05")
+def _cpe_holds(df: pd.DataFrame) -> Measured:
+    return _length_claim(df, "cpe", [2, 4], "<=", 1.05, "worst bpb / bpb at L")
+
+
+@claim("xpos_bca_holds_to_4L", notebook=NAME, paper="Sun et al. 2023 (XPos / LEX), sec. 3.3, Table 2",
+       min_profile="cpu",
+       statement="XPos with blockwise causal attention at inference keeps its loss beyond the training length",
+       paper_value="LEX (XPos + blockwise causal attention) trained at 1024: perplexity does not rise when "
+                   "tested at 2048 and 4096",
+       threshold="95% interval of max over 2L, 4L of xpos+bca bpb / its bpb at L wholly <= 1.02")
+def _xpos_bca(df: pd.DataFrame) -> Measured:
+    if (why := fit_problem(df, "xpos")):
+        return Measured.missing(why)
+    return _length_claim(df, "xpos+bca", [2, 4], "<=", 1.02, "worst bpb / bpb at L")
 
 
 SHAW_VALUES = "shaw(values=True)"

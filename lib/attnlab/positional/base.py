@@ -8,7 +8,9 @@ Interfaces (the model dispatches on ``kind``, never on class names):
   query-dependent bias (Shaw) sets ``query_dependent`` and returns ``(Tq, Tk, D)`` relative
   key vectors that the attention contracts with q;
 * ``rotary``   -- ``rotation(positions) -> Rotation``: cos and sin (T, D/2) of each position's angle per
-  frequency, which turn the pairs (x_2i, x_2i+1) of q and k (RoFormer eq. 34), and XPos scales.
+  frequency, which turn the pairs (x_2i, x_2i+1) of q and k (RoFormer eq. 34), and XPos scales;
+* ``conditional`` -- ``generate(x) -> (B, T, d_model)`` computed from the token features themselves and
+  added to them after block ``params.after_block`` (Chu et al.'s position encoding generator).
 
 Positions are explicit ``(T,)`` tensors shared across the batch. The model computes the tables
 once per forward pass and shares them across layers. A new encoding is one file: a subclass of
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from ..config import Component, Config, NoParams
 from ..registry import Registry
 
-Kind = Literal["none", "additive", "bias", "rotary"]
+Kind = Literal["none", "additive", "bias", "rotary", "conditional"]
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
