@@ -1,5 +1,7 @@
 """Exact backends against eager; efficient variants in their limits; causality; refusals."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -450,3 +452,56 @@ def test_blockwise_equals_eager_attention_over_its_blocks(causal):
     torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-5, rtol=1e-5)
     full = variant("blockwise", causal, t=23, block=23)  # one block holding everything: full attention
     torch.testing.assert_close(call(full, q, k, v), eager_attention(q, k, v, causal=causal), atol=1e-5, rtol=1e-5)
+
+
+def _topk_reference(q, k, v, top_k, causal):
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
+    kth = s.topk(top_k, dim=-1).values[..., -1:]
+    return (s.masked_fill(s < kth, float("-inf")).softmax(-1)) @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_iceformer_exact_search_is_softmax_over_the_top_k_keys(causal):
+    q, k, v = qkv(t=24)
+    m = variant("iceformer", causal, t=24, top_k=6, search="exact")
+    with torch.no_grad():
+        got = call(m, q, k, v)
+    torch.testing.assert_close(got, _topk_reference(q, k, v, 6, causal), atol=1e-5, rtol=1e-5)
+    if causal:  # a query with at most 6 past keys sees all of them
+        torch.testing.assert_close(got[:, :, :6], eager_attention(q, k, v, causal=True)[:, :, :6], atol=1e-5,
+                                   rtol=1e-5)
+    with torch.enable_grad():  # with gradients (training, fine-tuning) it is exact attention
+        torch.testing.assert_close(call(m, q, k, v), eager_attention(q, k, v, causal=causal), atol=1e-5, rtol=1e-5)
+
+
+def test_iceformer_hnsw_finds_the_largest_inner_products():
+    from attnlab.attention.variants.iceformer import knn_keys
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(64, 16, generator=g), torch.randn(512, 16, generator=g) * torch.rand(512, 1, generator=g) * 2
+    exact, approx = knn_keys(q, k, 8, "exact"), knn_keys(q, k, 8, "hnsw", ef_search=128)
+    recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 8 for a, b in zip(exact, approx)])
+    assert recall > 0.9, recall  # the norm-augmented keys turn inner products into distances
+
+
+def test_iceformer_is_causal_and_ignores_padding():
+    q, k, v = qkv(t=30)
+    m = variant("iceformer", True, t=30, top_k=4, block=8)
+    later_k, later_v = k.clone(), v.clone()
+    later_k[:, :, 20:] += 3.0
+    later_v[:, :, 20:] += 3.0
+    with torch.no_grad():
+        a, b = call(m, q, k, v), call(m, q, later_k, later_v)
+        exact = call(variant("iceformer", True, t=30, top_k=4, search="exact"), q, k, v)
+    torch.testing.assert_close(a[:, :, :20], b[:, :, :20])  # no future key takes part in the search
+    assert (a - exact).abs().mean() < 0.05  # on 30 keys HNSW finds (nearly) the exact top 4
+    enc = variant("iceformer", False, t=30, top_k=4, search="exact")
+    pad = torch.zeros(B, 30, dtype=torch.bool)
+    pad[:, 25:] = True
+    big_v = v.clone()
+    big_v[:, :, 25:] = 1e6  # a selected padding key would show
+    with torch.no_grad():
+        out = call(enc, q, k * 1.0, big_v, key_padding=pad)
+    assert out.abs().max() < 1e3

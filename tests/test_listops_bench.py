@@ -158,3 +158,36 @@ def test_ablations_change_what_they_name():
             q, k, v = (torch.full((1, 1, 2, 2), float(i)) for i in range(3))
             assert blk.attn.attn(q, k, v, causal=True).eq(2).all()
         assert train_step_timer(m, m.loss, x, x, fused_adamw=a.fused_adamw)() > 0
+
+
+def _ice_results(transformer_acc, kept, n=400, seeds=3, majority=0.2):
+    import numpy as np
+    import pandas as pd
+
+    from attnlab.experiments import listops_accuracy as lo
+
+    rng = np.random.default_rng(0)
+    rows = [{"experiment": "baseline", "variant": "majority class", "accuracy": majority,
+             "correct": [int(i < majority * n) for i in range(n)]}]
+    for s in range(seeds):
+        base = (rng.random(n) < transformer_acc).astype(int)
+        ice = np.where(rng.random(n) < kept, base, 0)  # loses a share of the right answers
+        rows += [{"experiment": "accuracy", "variant": "Transformer", "seed": s, "accuracy": base.mean(),
+                  "correct": base.tolist()},
+                 {"experiment": "accuracy", "variant": lo.ICEFORMER, "seed": s, "accuracy": ice.mean(),
+                  "correct": ice.tolist()}]
+    return pd.DataFrame(rows)
+
+
+def test_iceformer_claim_reads_retained_accuracy():
+    from attnlab.claims import check_claims
+
+    def verdict(df):
+        (row,) = [r for r in check_claims("05_efficient_attention_listops", df, "cpu")
+                  if r["id"] == "iceformer_retains_accuracy"]
+        return row
+
+    assert verdict(_ice_results(0.6, 1.0))["verdict"] == "reproduced"
+    assert verdict(_ice_results(0.6, 0.8))["verdict"] == "not reproduced"
+    row = verdict(_ice_results(0.21, 1.0))
+    assert row["verdict"] == "inconclusive" and "does not learn ListOps" in row["note"]

@@ -196,6 +196,27 @@ def _linformer(df: pd.DataFrame) -> Measured:
                     (Condition("sdpa / linformer", s, ">=", LINFORMER_FACTOR),), seeded=False)
 
 
+ICEFORMER_FACTOR = 2.73  # Mao et al. 2024: 2.73-7.63x faster on CPUs (the lower end)
+
+
+@claim("iceformer_faster_at_longest", notebook=NAME, paper="Mao et al. 2024 (IceFormer), abstract", min_profile="cpu",
+       kind="measurement",
+       statement="at inference on a CPU, top-k attention by k-NN search is several times faster than exact attention",
+       paper_value="2.73-7.63x faster than the original attention on CPUs, LRA and long-context LLMs",
+       threshold=f"sdpa / iceformer fwd time at the longest length, 95% interval over repeats, wholly >= "
+                 f"{ICEFORMER_FACTOR}")
+def _iceformer(df: pd.DataFrame) -> Measured:
+    ice = select(df, variant="iceformer", mode="fwd")
+    if ice.empty:
+        return Measured.missing("iceformer not timed")
+    n = int(ice["length"].max())
+    s = speedup(df, "sdpa", "iceformer", n, "fwd")
+    if s is None:
+        return Measured.missing(f"no {n} measurement of sdpa and iceformer")
+    return Measured(f"iceformer {s.text('.2f')}x as fast as sdpa (fwd, {n}; faiss HNSW built per call)",
+                    (Condition("sdpa / iceformer", s, ">=", ICEFORMER_FACTOR),), seeded=False)
+
+
 @claim("fnet_faster_at_512", notebook=NAME, paper="Lee-Thorp et al. 2022 (FNet), sec. 4", min_profile="cpu",
        kind="measurement", statement="FNet's Fourier mixing is 80% faster than attention at length 512",
        paper_value="trains 80% faster than BERT on GPUs at 512",
