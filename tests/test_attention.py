@@ -338,7 +338,8 @@ def test_flex_score_mod_with_non_contiguous_positions(pe):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["local", "linformer", "linear", "performer", "probsparse"])
+@pytest.mark.parametrize("name", ["local", "linformer", "linear", "performer", "probsparse", "combiner",
+                                  "learned_kernel", "blockwise"])
 def test_variants_ignore_padding_keys(name):
     """Padding appended to a sequence and marked as such leaves the outputs at the real positions unchanged."""
     t, extra = 20, 9
@@ -346,7 +347,7 @@ def test_variants_ignore_padding_keys(name):
     pad = torch.zeros(B, t + extra, dtype=torch.bool)
     pad[:, t:] = True
     pad[1, t - 3:] = True  # the second sequence is shorter
-    kw = {"window": 4, "k": 8, "features": 32, "top_u": t + extra}
+    kw = {"window": 4, "k": 8, "features": 32, "top_u": t + extra, "block": 6}
     m = variant(name, t=t + extra, **kw)
     with torch.no_grad():
         out = call(m, q, k, v, key_padding=pad)
@@ -505,3 +506,27 @@ def test_iceformer_is_causal_and_ignores_padding():
     with torch.no_grad():
         out = call(enc, q, k * 1.0, big_v, key_padding=pad)
     assert out.abs().max() < 1e3
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [1, 40])
+def test_combiner_limits_are_exact_attention(causal, block):
+    """Ren et al.'s factorisation is exact when every block is one key, or one block holds everything."""
+    q, k, v = qkv(t=21)
+    m = variant("combiner", causal, t=21, block=block)
+    torch.testing.assert_close(call(m, q, k, v), eager_attention(q, k, v, causal=causal), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_combiner_has_full_attention_support(causal):
+    """Every key a query may see reaches it, directly or through its block's abstraction."""
+    q, k, v = qkv(t=23)
+    v = v.clone().requires_grad_()
+    m = variant("combiner", causal, t=23, block=4)
+    with torch.no_grad():
+        m.w.normal_()  # a learned q(j | block)
+    for i in (0, 5, 22):
+        g, = torch.autograd.grad(call(m, q, k, v)[:, :, i].sum(), v)
+        reached = g.abs().sum(dim=(0, 1, 3)) > 0  # (T,)
+        want = torch.arange(23) <= i if causal else torch.ones(23, dtype=torch.bool)
+        assert torch.equal(reached, want), (i, reached)
