@@ -530,3 +530,44 @@ def test_combiner_has_full_attention_support(causal):
         reached = g.abs().sum(dim=(0, 1, 3)) > 0  # (T,)
         want = torch.arange(23) <= i if causal else torch.ones(23, dtype=torch.bool)
         assert torch.equal(reached, want), (i, reached)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_ecoformer_weighs_keys_by_agreeing_bits(causal):
+    """EcoFormer: attention weights proportional to the number of agreeing bits of b-bit codes (linear time)."""
+    q, k, v = qkv()
+    m = variant("ecoformer", causal, bits=8, anchors=16)
+    hq, hk = m.codes(q), m.codes(k)
+    assert set(hq.unique().tolist()) <= {-1.0, 1.0} and hq.shape[-1] == 8
+    agree = (hq @ hk.transpose(-1, -2) + 8) / 2  # (B, H, T, T) in 0..8
+    if causal:
+        agree = agree.tril()
+    ref = (agree / agree.sum(-1, keepdim=True).clamp_min(1e-30)) @ v
+    torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_ecoformer_learns_its_hash_from_the_attention_map():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, H, 32, D, generator=g)
+    k = q + 0.3 * torch.randn(2, H, 32, D, generator=g)  # each query attends most to its own key
+    m = variant("ecoformer", False, bits=16, anchors=32, pairs=2, fit_steps=150)
+
+    def gap():
+        a = (m.codes(q) @ m.codes(k).transpose(-1, -2)) / 16  # (B, H, T, T) code affinity
+        eye = torch.eye(32, dtype=torch.bool)
+        return float(a[..., eye].mean() - a[..., ~eye].mean())
+
+    before = gap()
+    loss = m.fit_hash(q, k, causal=False)
+    assert gap() > before + 0.1 and gap() > 0.3, (before, gap(), loss)
+
+
+def test_ecoformer_refits_only_between_training_passes():
+    q, k, v = qkv()
+    m = variant("ecoformer", True, refit_every=2)
+    first = call(m, q, k, v)  # pass 1: the random hash
+    torch.testing.assert_close(call(m, q, k, v), first)  # pass 2 uses it too, then fits for pass 3
+    assert not torch.allclose(call(m, q, k, v), first)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(call(m, q, k, v), call(m, q, k, v))  # inference: no refits

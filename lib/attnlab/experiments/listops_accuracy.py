@@ -27,11 +27,11 @@ from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
 VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value",
-            "learned_kernel", "combiner")
+            "learned_kernel", "combiner", "ecoformer")
 LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
           "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)", "urpe": "URPE",
           "key_value": "Key-Value", "learned_kernel": "Learned kernel (GMM-PRF)",
-          "combiner": "Combiner-Fixed"}
+          "combiner": "Combiner-Fixed", "ecoformer": "EcoFormer"}
 ICEFORMER = "IceFormer (on the Transformer)"
 ICEFORMER_RETAINED = 0.986  # Mao et al. 2024: 98.6-99.6% of the original accuracy kept (the lower end)
 # LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
