@@ -54,7 +54,7 @@ def test_auto_profile_resolution(monkeypatch):
     (lambda: load("01", "smoke", {"seed": True}), r"seed = True: expected a number"),
     (lambda: load("02", "smoke", {"train.lr": "fast"}), r"train.lr = 'fast': expected a number"),
     (lambda: load("02", "smoke", {"model.attention": "sdpaa"}),
-     r"model.attention.name = 'sdpaa': unknown; valid choices: .*\beager, flex, .*\bsdpa\b"),
+     r"model.attention.name = 'sdpaa': unknown; valid choices: .*\beager, .*\bflex, .*\bsdpa\b"),
     (lambda: load("02", "smoke", {"model.attention.window": 8}),
      r"model.attention.window: unknown parameter; valid choices: none \(it takes no parameters\)"),
     (lambda: load("02", "smoke", {"encodings": ["alibi", {"name": "t5", "buckets": 4}]}),
