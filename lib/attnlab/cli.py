@@ -53,6 +53,7 @@ def _cluster_arguments(r: argparse.ArgumentParser) -> None:
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from . import sweep
     from .cluster import submitter
+    from .runner import failures
 
     _positive(a, "jobs", "cell_timeout")
     opts = _cluster_options(a)
@@ -63,17 +64,11 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
           f"{plans[0][1].profile})")
     sweep.execute(folder, plans, spec, jobs=a.jobs, force=a.force, cell_timeout=a.cell_timeout,
                   submit=submitter(opts))
-    fails = [f for _, p in plans for f in runner_failures(p)]
+    fails = [f for _, p in plans for f in failures(p)]
     print(f"sweep report: {folder / 'sweep.md'}  (also claims.csv; each point's report.html in its folder)")
     for f in fails:
         print(f"FAILED {f}", file=sys.stderr)
     return 1 if fails else 0
-
-
-def runner_failures(p: object) -> list[str]:
-    from .runner import failures
-
-    return failures(p)  # type: ignore[arg-type]
 
 
 def _lookup(tree: object, key: str) -> object:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from ...config import Config
+from ..backends import attention_weights
 from ..base import ATTENTION, Attention, AttnDims
-from ..masks import causal_mask, padding_bias
 
 
 @ATTENTION.register("urpe")
@@ -40,14 +38,6 @@ class URPE(Attention):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, score_mod: object = None,
                 causal: bool = False, scale: float | None = None, key_padding: Tensor | None = None) -> Tensor:
-        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-        s = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
-        if bias is not None:
-            s = s + bias
-        if key_padding is not None:
-            s = s + padding_bias(key_padding, s.dtype)
-        tq, tk = q.shape[-2], k.shape[-2]
-        if causal:
-            s = s.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
-        p = s.softmax(dim=-1) * self.toeplitz(tq, tk, q.device).to(s.dtype)  # (B, H, Tq, Tk)
+        alpha = attention_weights(q, k, bias=bias, causal=causal, scale=scale, key_padding=key_padding)
+        p = alpha * self.toeplitz(q.shape[-2], k.shape[-2], q.device).to(alpha.dtype)  # (B, H, Tq, Tk)
         return torch.matmul(p, v)  # (B, H, Tq, D)
