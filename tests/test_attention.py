@@ -122,9 +122,24 @@ def test_shaw_query_score_mod_equals_materialized_key_term(causal):
     bias = torch.einsum("bhqd,qkd->bhqk", q, enc.bias(pos, pos))  # (B, H, T, T): q_i . a_(j - i)
     with torch.no_grad():
         ref = eager_attention(q, k, v, bias=bias, causal=causal)
-        out = BACKENDS["flex"](q, k, v, causal=causal, score_mod=enc.query_score_mod(q, pos, pos))
+        out = BACKENDS["flex"](q, k, v, causal=causal, score_mod=enc.query_score_mod(q, k, pos, pos))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert score_mod_of(enc, pos, pos) is None  # query-dependent: no position-only score_mod
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_relative_key_query_score_mod_equals_materialized_terms(causal):
+    """Huang et al.'s two terms, q_i . a_(j-i) + k_j . a_(j-i), looked up per score as the materialized bias."""
+    enc = build_encoding({"name": "relative_key_query", "clip": 5}, PEDims(H * D, H, D, causal))
+    enc.table.weight.data.normal_(0, 1.0)
+    pos = torch.arange(T) + 11
+    q, k, v = qkv()
+    rel = enc.bias(pos, pos)  # (T, T, D)
+    bias = torch.einsum("bhqd,qkd->bhqk", q, rel) + torch.einsum("bhkd,qkd->bhqk", k, rel)
+    with torch.no_grad():
+        ref = eager_attention(q, k, v, bias=bias, causal=causal)
+        out = BACKENDS["flex"](q, k, v, causal=causal, score_mod=enc.query_score_mod(q, k, pos, pos))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "kerple-power", "fire"])
@@ -339,7 +354,7 @@ def test_flex_score_mod_with_non_contiguous_positions(pe):
 
 
 @pytest.mark.parametrize("name", ["local", "linformer", "linear", "performer", "probsparse", "combiner",
-                                  "learned_kernel", "blockwise"])
+                                  "combiner_axial", "learned_kernel", "blockwise"])
 def test_variants_ignore_padding_keys(name):
     """Padding appended to a sequence and marked as such leaves the outputs at the real positions unchanged."""
     t, extra = 20, 9
@@ -347,7 +362,7 @@ def test_variants_ignore_padding_keys(name):
     pad = torch.zeros(B, t + extra, dtype=torch.bool)
     pad[:, t:] = True
     pad[1, t - 3:] = True  # the second sequence is shorter
-    kw = {"window": 4, "k": 8, "features": 32, "top_u": t + extra, "block": 6}
+    kw = {"window": 4, "k": 8, "features": 32, "top_u": t + extra, "block": 6, "row": 6}
     m = variant(name, t=t + extra, **kw)
     with torch.no_grad():
         out = call(m, q, k, v, key_padding=pad)
@@ -526,6 +541,57 @@ def test_combiner_has_full_attention_support(causal):
     with torch.no_grad():
         m.w.normal_()  # a learned q(j | block)
     for i in (0, 5, 22):
+        g, = torch.autograd.grad(call(m, q, k, v)[:, :, i].sum(), v)
+        reached = g.abs().sum(dim=(0, 1, 3)) > 0  # (T,)
+        want = torch.arange(23) <= i if causal else torch.ones(23, dtype=torch.bool)
+        assert torch.equal(reached, want), (i, reached)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("row", [1, 40])
+def test_combiner_axial_limits_are_exact_attention(causal, row):
+    """Rows of one position, or one row holding everything: Combiner-Axial is exact softmax attention."""
+    q, k, v = qkv(t=21)
+    m = variant("combiner_axial", causal, t=21, row=row)
+    torch.testing.assert_close(call(m, q, k, v), eager_attention(q, k, v, causal=causal), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("summary", ["wsum", "key"])
+def test_combiner_axial_equals_its_definition(causal, summary):
+    """Query (r, c): its row's keys directly (up to c when causal), every other row r' (earlier when causal)
+    as one key and one value at (r', c): the row's values (and keys, wsum) averaged by (r', c)'s attention."""
+    t, s = 14, 4  # rows [0..3], [4..7], [8..11], [12, 13]
+    q, k, v = qkv(t=t)
+    m = variant("combiner_axial", causal, t=t, row=s, summary=summary)
+    scale = D ** -0.5
+    ref = torch.zeros_like(q)
+    for i in range(t):
+        r, c = divmod(i, s)
+        direct = [j for j in range(r * s, min(t, r * s + s)) if not causal or j <= i]
+        logits, values = [(q[:, :, i] * k[:, :, j]).sum(-1) * scale for j in direct], [v[:, :, j] for j in direct]
+        for r2 in range(-(-t // s)):
+            if r2 == r or (causal and r2 > r):
+                continue
+            members = list(range(r2 * s, min(t, r2 * s + s)))
+            at = r2 * s + c  # the abstraction's position; beyond the sequence: a zero query
+            qa = q[:, :, at] if at < t else torch.zeros_like(q[:, :, 0])
+            w = torch.stack([(qa * k[:, :, j]).sum(-1) * scale for j in members], -1).softmax(-1)  # (B, H, J)
+            key = (w[..., None] * k[:, :, members]).sum(-2) if summary == "wsum" or at >= t else k[:, :, at]
+            logits.append((q[:, :, i] * key).sum(-1) * scale)
+            values.append((w[..., None] * v[:, :, members]).sum(-2))
+        p = torch.stack(logits, -1).softmax(-1)  # (B, H, n)
+        ref[:, :, i] = (p[..., None] * torch.stack(values, -2)).sum(-2)
+    torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_combiner_axial_has_full_attention_support(causal):
+    """Every key a query may see reaches it, directly in its row or through another row's abstraction."""
+    q, k, v = qkv(t=23)
+    v = v.clone().requires_grad_()
+    m = variant("combiner_axial", causal, t=23, row=5)
+    for i in (0, 7, 22):
         g, = torch.autograd.grad(call(m, q, k, v)[:, :, i].sum(), v)
         reached = g.abs().sum(dim=(0, 1, 3)) > 0  # (T,)
         want = torch.arange(23) <= i if causal else torch.ones(23, dtype=torch.bool)

@@ -12,15 +12,19 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 B, H, T, D = 2, 4, 256, 64
 
 
-@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "fire", "shaw"])
+@pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "fire", "shaw", "relative_key_query"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_compiled_flex_forward_and_backward_equal_eager(pe, causal):
     enc = build_encoding(pe, PEDims(H * D, H, D, causal)).cuda()
     pos = torch.arange(T, device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(B, H, T, D, device="cuda", generator=g, requires_grad=True) for _ in range(3))
-    if pe == "shaw":
-        bias, mod = torch.einsum("bhqd,qkd->bhqk", q, enc.bias(pos, pos)), enc.query_score_mod(q, pos, pos)
+    if enc.query_dependent:  # shaw: q . a; relative_key_query: q . a + k . a
+        rel = enc.bias(pos, pos)
+        bias = torch.einsum("bhqd,qkd->bhqk", q, rel)
+        if enc.key_dependent:
+            bias = bias + torch.einsum("bhkd,qkd->bhqk", k, rel)
+        mod = enc.query_score_mod(q, k, pos, pos)
     else:
         bias, mod = enc.bias(pos, pos), score_mod_of(enc, pos, pos)
     ref = eager_attention(q, k, v, bias=bias, causal=causal)

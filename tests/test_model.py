@@ -21,7 +21,7 @@ def tiny(pe="rope", mode="decoder", attention="eager", log_length_scaling=False,
     return m.eval()
 
 
-@pytest.mark.parametrize("pe", PES + ["randomized"])
+@pytest.mark.parametrize("pe", PES + ["randomized", "relative_key_query"])
 def test_decoder_is_causal(pe):
     m = tiny(pe, base="alibi")
     x = torch.randint(0, 256, (2, 20))
@@ -54,7 +54,7 @@ def test_backends_equal_eager(pe, backend, mode):
         torch.testing.assert_close(fast(x), ref(x), atol=2e-4, rtol=2e-4)
 
 
-@pytest.mark.parametrize("pe", ["rope", "alibi", "t5", "kerple", "shaw", "none"])
+@pytest.mark.parametrize("pe", ["rope", "alibi", "t5", "kerple", "shaw", "relative_key_query", "none"])
 def test_relative_encodings_are_translation_invariant(pe):
     m = tiny(pe)
     x = torch.randint(0, 256, (2, 16))
@@ -117,7 +117,7 @@ def test_log_length_scaling_changes_logits_and_keeps_causality():
 
 
 def test_gradients_flow_to_pe_parameters():
-    for pe in ["t5", "kerple", "fire", "shaw", "learned"]:
+    for pe in ["t5", "kerple", "fire", "shaw", "relative_key_query", "learned"]:
         m = tiny(pe).train()
         x = torch.randint(0, 256, (2, 12))
         m.loss(x, x).backward()

@@ -17,7 +17,7 @@ from attnlab.positional import (
 )
 
 DIMS = PEDims(d_model=32, n_heads=4, head_dim=8, causal=True)
-RELATIVE_BIAS = ["alibi", "t5", "kerple", "shaw"]
+RELATIVE_BIAS = ["alibi", "t5", "kerple", "shaw", "relative_key_query"]
 ROTARY = ["rope", "xpos", "linear", "dynamic", "yarn", "llama3"]
 
 
@@ -345,6 +345,56 @@ def test_shaw_values_are_translation_invariant_and_causal():
     with torch.no_grad():
         m.pe.value_table.weight.zero_()  # a zero value term: the key-only model (its sdpa path)
         torch.testing.assert_close(m(tokens), keys.eval()(tokens), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["decoder", "encoder"])
+def test_relative_key_query_equals_berts_formula(mode):
+    """Huang et al.'s method 4 as transformers' BERT wrote it (`relative_key_query`, removed in transformers 5):
+    scores = (q k^T + einsum(bhld,lrd->bhlr, q, E) + einsum(bhrd,lrd->bhlr, k, E)) / sqrt(d), E[l, r] the
+    embedding of the distance l - r, then softmax and the values; here with k = t - 1 (no distance clipped)."""
+    from attnlab.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    t, d, dist = 9, 8, torch.randn(2 * 9 - 1, 8)  # BERT's distance_embedding over l - r + (t - 1)
+    m = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, vocab_size=32, mode=mode),
+                    {"name": "relative_key_query", "clip": t - 1}).eval()
+    with torch.no_grad():
+        m.pe.table.weight.copy_(dist.flip(0))  # attnlab indexes j - i, BERT l - r = i - j
+    attn, x, pos = m.blocks[0].attn, torch.randn(2, t, 16), torch.arange(t)
+    with torch.no_grad():
+        ctx = m.position_context(pos, t)
+        got = attn(x, ctx)
+        q, k, v = attn.project(x, ctx)
+        e = dist[pos[:, None] - pos[None, :] + t - 1]  # (l, r, D)
+        scores = (q @ k.transpose(-1, -2) + torch.einsum("bhld,lrd->bhlr", q, e)
+                  + torch.einsum("bhrd,lrd->bhlr", k, e)) / math.sqrt(d)
+        if mode == "decoder":
+            scores = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+        ref = attn.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, t, 16))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_relative_key_query_key_term_matters():
+    """The same table as Shaw's key term gives Shaw's logits plus k_j . a_(j-i); a zero table is NoPE."""
+    from attnlab.model import ModelConfig, build_model
+
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, vocab_size=32)
+    torch.manual_seed(0)
+    kq = build_model(cfg, {"name": "relative_key_query", "clip": 3}).eval()
+    shaw = build_model(cfg, {"name": "shaw", "clip": 3}).eval()
+    nope = build_model(cfg, "none").eval()
+    nope.load_state_dict({n: p for n, p in kq.state_dict().items() if not n.startswith("pe.")})
+    pos, q, k = torch.arange(12), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 8)
+    with torch.no_grad():
+        kq.pe.table.weight.normal_(0, 1.0)
+        shaw.pe.table.weight.copy_(kq.pe.table.weight)
+        rel = kq.pe.bias(pos, pos)  # (T, T, D)
+        extra = kq.position_context(pos, 12).bias_for(q, k) - shaw.position_context(pos, 12).bias_for(q, k)
+        torch.testing.assert_close(extra, torch.einsum("bhkd,qkd->bhqk", k, rel), atol=1e-5, rtol=1e-5)
+        assert extra.abs().max() > 0.1
+        kq.pe.table.weight.zero_()
+        tokens = torch.randint(0, 32, (2, 12))
+        torch.testing.assert_close(kq(tokens), nope(tokens), atol=1e-5, rtol=1e-5)
 
 
 def test_shaw_values_need_an_exact_attention():

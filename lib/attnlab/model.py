@@ -93,23 +93,29 @@ class PositionContext:
     positions: Tensor  # (T,)
     bias: Tensor | None = None  # (H, T, T), or (T, T, D) relative keys when query_dependent
     query_dependent: bool = False
+    key_dependent: bool = False  # the relative vectors are also contracted with k (Huang et al. 2020)
     rotation: Rotation | None = None  # split-half cos/sin (T, D) and XPos scales
     score_mod: Callable | None = None  # the bias as a FlexAttention score_mod (instead of `bias`)
-    query_mod: Callable[[Tensor], Callable] | None = None  # q -> score_mod, for query-dependent biases (Shaw)
+    query_mod: Callable[[Tensor, Tensor], Callable] | None = None  # (q, k) -> score_mod: query-dependent biases
     logit_scale: float = 1.0  # multiplies the whole logit q.k / sqrt(d) + bias (log-length scaling, temperature)
     key_padding: Tensor | None = None  # (B, T) True at padding tokens (model.pad_id): masked as keys
     values: Tensor | None = None  # (T, T, D) relative value vectors weighted by the attention (Shaw et al. eq. 3)
 
-    def bias_for(self, q: Tensor) -> Tensor | None:
-        """The additive logit bias for queries q (B, H, T, D), logit scale included."""
+    def bias_for(self, q: Tensor, k: Tensor) -> Tensor | None:
+        """The additive logit bias for queries q and keys k (B, H, T, D), logit scale included."""
         if self.bias is None:
             return None
-        bias = (torch.einsum("bhqd,qkd->bhqk", q, self.bias.to(q.dtype)) if self.query_dependent  # Shaw
-                else self.bias.to(q.dtype))
+        if self.query_dependent:  # Shaw: q_i . a_ij; Huang et al.: + k_j . a_ij
+            rel = self.bias.to(q.dtype)  # (Tq, Tk, D)
+            bias = torch.einsum("bhqd,qkd->bhqk", q, rel)
+            if self.key_dependent:
+                bias = bias + torch.einsum("bhkd,qkd->bhqk", k, rel)
+        else:
+            bias = self.bias.to(q.dtype)
         return bias * self.logit_scale if self.logit_scale != 1.0 else bias
 
-    def score_mod_for(self, q: Tensor) -> Callable | None:
-        return self.query_mod(q) if self.query_mod is not None else self.score_mod
+    def score_mod_for(self, q: Tensor, k: Tensor) -> Callable | None:
+        return self.query_mod(q, k) if self.query_mod is not None else self.score_mod
 
 
 class SelfAttention(nn.Module):
@@ -138,11 +144,11 @@ class SelfAttention(nn.Module):
         q, k, v = self.project(x, ctx)
         scale = ctx.logit_scale / math.sqrt(self.head_dim)
         if ctx.values is not None:  # Shaw et al.'s value term needs the attention weights themselves
-            p = attention_weights(q, k, bias=ctx.bias_for(q), causal=self.causal, scale=scale,
+            p = attention_weights(q, k, bias=ctx.bias_for(q, k), causal=self.causal, scale=scale,
                                   key_padding=ctx.key_padding)  # (B, H, T, T)
             y = torch.matmul(p, v) + torch.einsum("bhqk,qkd->bhqd", p, ctx.values.to(p.dtype))
         else:
-            y = self.attn(q, k, v, bias=ctx.bias_for(q), score_mod=ctx.score_mod_for(q), causal=self.causal,
+            y = self.attn(q, k, v, bias=ctx.bias_for(q, k), score_mod=ctx.score_mod_for(q, k), causal=self.causal,
                           scale=scale, key_padding=ctx.key_padding)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -151,7 +157,7 @@ class SelfAttention(nn.Module):
         """Attention entropy (nats) per query position, averaged over batch and heads, materialized: (T,)."""
         q, k, _ = self.project(x, ctx)
         scores = torch.matmul(q, k.transpose(-2, -1)) * ctx.logit_scale / math.sqrt(self.head_dim)  # (B, H, T, T)
-        bias, mod = ctx.bias_for(q), ctx.score_mod_for(q)
+        bias, mod = ctx.bias_for(q, k), ctx.score_mod_for(q, k)
         if bias is not None:
             scores = scores + bias
         if mod is not None:
@@ -231,17 +237,17 @@ class Transformer(nn.Module):
             logit_scale = logit_scale * log_length_scale(length)
         values = pe.relative_values(positions, positions) if hasattr(pe, "relative_values") else None
         if values is not None:  # the value term needs materialized weights: no score_mod path
-            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
+            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent, pe.key_dependent,
                                    logit_scale=logit_scale, values=values)
         if pe.kind == "bias" and self.blocks[0].attn.attn.uses_score_mod and logit_scale == 1.0:
             query_score_mod = getattr(pe, "query_score_mod", None)
             if pe.query_dependent and query_score_mod is not None:
-                return PositionContext(positions, query_mod=lambda q: query_score_mod(q, positions, positions))
+                return PositionContext(positions, query_mod=lambda q, k: query_score_mod(q, k, positions, positions))
             mod = score_mod_of(pe, positions, positions)
             if mod is not None:
                 return PositionContext(positions, score_mod=mod)
         if pe.kind == "bias":
-            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent,
+            return PositionContext(positions, pe.bias(positions, positions), pe.query_dependent, pe.key_dependent,
                                    logit_scale=logit_scale)
         if pe.kind == "rotary":
             return PositionContext(positions, rotation=pe.rotation(positions), logit_scale=logit_scale)

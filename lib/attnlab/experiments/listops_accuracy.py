@@ -27,11 +27,11 @@ from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
 VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value",
-            "learned_kernel", "combiner", "ecoformer")
+            "learned_kernel", "combiner", "combiner_axial", "ecoformer")
 LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
           "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)", "urpe": "URPE",
           "key_value": "Key-Value", "learned_kernel": "Learned kernel (GMM-PRF)",
-          "combiner": "Combiner-Fixed", "ecoformer": "EcoFormer"}
+          "combiner": "Combiner-Fixed", "combiner_axial": "Combiner-Axial", "ecoformer": "EcoFormer"}
 ICEFORMER = "IceFormer (on the Transformer)"
 ICEFORMER_RETAINED = 0.986  # Mao et al. 2024: 98.6-99.6% of the original accuracy kept (the lower end)
 # LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
@@ -102,7 +102,6 @@ def _batches(data: L.ListOpsData, batch_size: int):  # noqa: ANN202
     return fn
 
 
-@torch.no_grad()
 @torch.no_grad()
 def correct(model: torch.nn.Module, data: L.ListOpsData, batch_size: int = 64) -> list[int]:
     """1 for each expression whose value is the arg-max digit at <cls>, else 0."""

@@ -34,7 +34,7 @@ class LMExtrapolationConfig(Config):
 
     encodings: tuple[PESpec, ...] = Field(
         default_factory=lambda: ("sinusoidal", "learned", "rope", "xpos", "alibi", "t5", "kerple", "fire", "none",
-                                 "randomized", "shaw", {"name": "shaw", "values": True}, "cpe"),
+                                 "randomized", "shaw", {"name": "shaw", "values": True}, "relative_key_query", "cpe"),
         description="one model per entry: a name, or {name: ..., parameter: value} (e.g. {name: t5, num_buckets: 64})")
     seeds: Seeds = Field((0, 1, 2), description="every model is trained once per seed (train.seed is replaced)")
     randomized_base: one_of(ENCODINGS.names) = Field("rope", description="the encoding `randomized` wraps")

@@ -6,7 +6,8 @@ Interfaces (the model dispatches on ``kind``, never on class names):
 * ``bias``     -- ``bias(q_pos, k_pos) -> (H, Tq, Tk)`` added to attention logits (after the
   1/sqrt(d) scaling), optionally also ``score_mod(q_pos, k_pos)`` for FlexAttention; a
   query-dependent bias (Shaw) sets ``query_dependent`` and returns ``(Tq, Tk, D)`` relative
-  key vectors that the attention contracts with q;
+  key vectors that the attention contracts with q (and also with k where ``key_dependent`` is set:
+  Huang et al.'s relative embeddings that interact with query and key);
 * ``rotary``   -- ``rotation(positions) -> Rotation``: cos and sin (T, D/2) of each position's angle per
   frequency, which turn the pairs (x_2i, x_2i+1) of q and k (RoFormer eq. 34), and XPos scales;
 * ``conditional`` -- ``generate(x) -> (B, T, d_model)`` computed from the token features themselves and
@@ -82,6 +83,7 @@ class PositionalEncoding(nn.Module):
     Params: ClassVar[type[Config]] = NoParams
     kind: ClassVar[Kind] = "none"
     query_dependent: ClassVar[bool] = False
+    key_dependent: ClassVar[bool] = False  # a query-dependent bias also contracted with the keys
     max_positions: int | None = None  # largest position + 1 the encoding can represent
 
     def __init__(self, params: Config, dims: PEDims) -> None:

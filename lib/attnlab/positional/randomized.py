@@ -39,6 +39,7 @@ class Randomized(PositionalEncoding):
         self.base = build_encoding(params.base, dims)
         self.kind = self.base.kind  # type: ignore[misc]  # same interface as the wrapped encoding
         self.query_dependent = self.base.query_dependent  # type: ignore[misc]
+        self.key_dependent = self.base.key_dependent  # type: ignore[misc]
         self.max_positions = params.max_len
 
     def default_positions(self, length: int, device: torch.device | str = "cpu",

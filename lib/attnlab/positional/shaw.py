@@ -44,7 +44,7 @@ class Shaw(PositionalEncoding):
         """a^V_(clip(j-i, k)) for every (i, j): (Tq, Tk, D), weighted by the attention (None without `values`)."""
         return None if self.value_table is None else self.value_table(self._rel(q_pos, k_pos))
 
-    def query_score_mod(self, q: Tensor, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
+    def query_score_mod(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> ScoreMod:
         """The key term as a FlexAttention score_mod: q . a_r for the 2k+1 distances r, looked up per score
         (a (B, H, Tq, 2k+1) table instead of the (B, H, Tq, Tk) bias)."""
         k = self.params.clip

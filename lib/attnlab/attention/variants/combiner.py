@@ -7,7 +7,7 @@ directly to the keys of its own block (those up to itself when causal) and, for 
 with log(block size) added to its logit so that a block of equal keys weighs as its members would,
 and one value, the block's values weighted by q(j | block) = softmax_j(w . k_j), w learned per head.
 Every key is reachable, directly or through its block. With block = 1, or one block holding the whole
-sequence, it is exact softmax attention. (Combiner-Axial is not implemented.)
+sequence, it is exact softmax attention. Combiner-Axial is `combiner_axial.py`.
 """
 
 from __future__ import annotations
