@@ -533,13 +533,39 @@ def test_combiner_limits_are_exact_attention(causal, block):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("summary", ["max", "mean"])
+def test_combiner_equals_its_definition(causal, summary):
+    """Query i: its block's keys directly (up to i when causal), every other block (earlier when causal) as
+    one key, the pooled keys, and one value, the values weighted by the pooled query's attention."""
+    t, s = 14, 4
+    q, k, v = qkv(t=t)
+    m = variant("combiner", causal, t=t, block=s, summary=summary)
+    pool = (lambda x: x.amax(-2)) if summary == "max" else (lambda x: x.mean(-2))
+    scale = D ** -0.5
+    ref = torch.zeros_like(q)
+    for i in range(t):
+        r = i // s
+        direct = [j for j in range(r * s, min(t, r * s + s)) if not causal or j <= i]
+        logits, values = [(q[:, :, i] * k[:, :, j]).sum(-1) * scale for j in direct], [v[:, :, j] for j in direct]
+        for r2 in range(-(-t // s)):
+            if r2 == r or (causal and r2 > r):
+                continue
+            members = list(range(r2 * s, min(t, r2 * s + s)))
+            qk, kk = pool(q[:, :, members]), pool(k[:, :, members])  # (B, H, D)
+            w = ((qk[:, :, None] * k[:, :, members]).sum(-1) * scale).softmax(-1)  # (B, H, J)
+            logits.append((q[:, :, i] * kk).sum(-1) * scale)
+            values.append((w[..., None] * v[:, :, members]).sum(-2))
+        p = torch.stack(logits, -1).softmax(-1)
+        ref[:, :, i] = (p[..., None] * torch.stack(values, -2)).sum(-2)
+    torch.testing.assert_close(call(m, q, k, v), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
 def test_combiner_has_full_attention_support(causal):
     """Every key a query may see reaches it, directly or through its block's abstraction."""
     q, k, v = qkv(t=23)
     v = v.clone().requires_grad_()
     m = variant("combiner", causal, t=23, block=4)
-    with torch.no_grad():
-        m.w.normal_()  # a learned q(j | block)
     for i in (0, 5, 22):
         g, = torch.autograd.grad(call(m, q, k, v)[:, :, i].sum(), v)
         reached = g.abs().sum(dim=(0, 1, 3)) > 0  # (T,)

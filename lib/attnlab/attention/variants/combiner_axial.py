@@ -6,9 +6,11 @@ other row r' (every earlier one when causal) through one abstraction taken at th
 position (r', c): its value is the full attention of that position over row r',
 sum_j softmax_j(q_(r',c) . k_j / sqrt(d)) v_j, i.e. q(j | row r') comes from the query at (r', c), and
 its key is either the same attention-weighted sum of the row's keys (`summary: wsum`) or the key at
-(r', c) itself (`summary: key`; the row's mean key where (r', c) is padding), the two parameter-free row summaries of the paper's official code
-(its TensorFlow `axial_rowmajor`; its JAX version projects the row output with a residual and a
-LayerNorm instead). One softmax runs over the direct keys and the row abstractions together. Every key
+(r', c) itself (`summary: key`; the row's mean key where (r', c) is padding): the two parameter-free
+row summaries of the official code (TensorFlow `axial_rowmajor`, `row_summary` wsum / none). Its LM
+configuration uses `proj` instead, a learned projection of the row's output with a residual from the
+layer input and a LayerNorm; an attention here receives q, k and v, not the layer input, so that one
+is not offered. One softmax runs over the direct keys and the row abstractions together. Every key
 a query may see is reachable; with rows of one position, or one row holding the whole sequence, it is
 exact softmax attention. The cost is O(n (row + n / row)).
 """
