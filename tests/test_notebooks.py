@@ -1,7 +1,6 @@
 """Notebooks: stored without outputs, thin, and every one runs end to end at profile smoke."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +32,8 @@ def test_stored_without_outputs_and_parameterized(path):
 def smoke_run(tmp_path_factory):
     """One smoke run of every notebook through the command line (shared by the tests below)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    env = {**os.environ, "ATTNLAB_CACHE": os.environ.get("ATTNLAB_TEST_NOTEBOOK_CACHE") or os.environ["ATTNLAB_CACHE"]}
     r = subprocess.run([sys.executable, "-m", "attnlab", "run", "--profile", "smoke", "--out", str(out)],
-                       capture_output=True, text=True, timeout=1800, env=env)
+                       capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
