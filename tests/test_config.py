@@ -143,3 +143,6 @@ def test_cli_list_shows_parameters():
     r = _cli("list")
     assert r.returncode == 0
     assert "01_positional_encodings" in r.stdout and "max_distance = 256" in r.stdout and "smoke=128" in r.stdout
+    # every registered component, with its parameters and the paper its docstring names
+    assert "    shaw(clip=16, values=False)  Shaw et al. 2018" in r.stdout
+    assert "    combiner_axial(row=16, summary=wsum)  Combiner-Axial (Ren et al. 2021)" in r.stdout

@@ -88,6 +88,19 @@ def _cmd_list(a: argparse.Namespace) -> int:
         for key in C.known_keys(cls):
             per = [f"{prof}={v}" for prof in C.PROFILES if (v := _lookup(C.nest(presets[prof]), key)) != {}]
             print(f"    {key} = {_lookup(defaults, key)}" + (f"   [{', '.join(per)}]" if per else ""))
+    from .attention import ATTENTION
+    from .positional import ENCODINGS
+
+    for title, registry in (("positional encodings (pe, encodings: a name or {name: ..., parameter: value})",
+                             ENCODINGS),
+                            ("attention (model.attention, variants: a name or {name: ..., parameter: value})",
+                             ATTENTION)):
+        print(title)
+        for name, cls in registry.items():
+            params = ", ".join(f"{k}={v}" for k, v in C.to_dict(cls.Params()).items())
+            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # its summary, one line
+            doc = doc if len(doc) <= 110 else doc[:109].rsplit(" ", 1)[0] + " ..."
+            print(f"    {name}({params})  {doc}" if params else f"    {name}  {doc}")
     return 0
 
 

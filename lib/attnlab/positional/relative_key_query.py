@@ -28,8 +28,9 @@ from .base import ENCODINGS, Kind, PEDims, PositionalEncoding, ScoreMod, relativ
 
 @ENCODINGS.register("relative_key_query")
 class RelativeKeyQuery(PositionalEncoding):
-    """Huang et al. 2020 (method 4): q_i . a_(clip(j-i, k)) + k_j . a_(clip(j-i, k)) added to q_i . k_j, over
-    sqrt(d); 2k+1 learned vectors per layer."""
+    """Huang et al. 2020 (method 4): (q_i.k_j + q_i.a_(j-i) + k_j.a_(j-i)) / sqrt(d), j - i clipped to [-k, k].
+
+    2k+1 learned vectors a_r per layer, shared by its heads."""
 
     class Params(Config):
         clip: int = Field(16, ge=1, description="k: relative distances are clipped to [-k, k]")

@@ -37,8 +37,7 @@ def _pool(x: Tensor, ok: Tensor, how: str) -> Tensor:
 
 @ATTENTION.register("combiner")
 class CombinerFixed(Attention):
-    """Combiner-Fixed (Ren et al. 2021): direct attention within a block, pooled block abstractions for
-    the rest."""
+    """Combiner-Fixed (Ren et al. 2021): direct attention within a block, pooled abstractions of the others."""
 
     class Params(Config):
         block: int = Field(16, ge=1, description="block length s (about sqrt(n) for O(n sqrt(n)) cost)")

@@ -31,8 +31,7 @@ from ..base import ATTENTION, WITHOUT_BIAS, Attention
 
 @ATTENTION.register("combiner_axial")
 class CombinerAxial(Attention):
-    """Combiner-Axial (Ren et al. 2021): direct attention within a row, every other row through the
-    abstraction at the query's column."""
+    """Combiner-Axial (Ren et al. 2021): direct attention in a row, other rows by their abstraction at its column."""
 
     class Params(Config):
         row: int = Field(16, ge=1, description="row length m of the grid (about sqrt(n) for O(n sqrt(n)) cost)")
