@@ -416,6 +416,54 @@ def test_key_value_attention_uses_keys_as_queries():
     torch.testing.assert_close(s, s.transpose(-2, -1))  # a symmetric score map
 
 
+def test_key_value_grid_encoding_is_the_2d_sinusoid_of_the_official_code():
+    """positional_encodings' PositionalEncoding2D with 10 channels: c = 6; channels 0-5 sin/cos of row i at
+    frequencies 10000^(-0/6, -2/6, -4/6), channels 6-9 sin/cos of column j at the first two."""
+    from attnlab.attention.variants.key_value import grid_encoding_2d
+
+    g = grid_encoding_2d(7, 9, 10)
+    assert g.shape == (7, 9, 10)
+    f = torch.tensor([1.0, 10000 ** (-2 / 6), 10000 ** (-4 / 6)])
+    i, j = 5, 3
+    want = [math.sin(i * f[0]), math.cos(i * f[0]), math.sin(i * f[1]), math.cos(i * f[1]), math.sin(i * f[2]),
+            math.cos(i * f[2]), math.sin(j * f[0]), math.cos(j * f[0]), math.sin(j * f[1]), math.cos(j * f[1])]
+    torch.testing.assert_close(g[i, j], torch.tensor(want), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_key_value_with_2d_positions_equals_the_official_map(causal):
+    """Borji's asymmetric KV: softmax(map_pos(k k^T / sqrt(d) + P)) V, map_pos a Linear(pos_dim -> 1)."""
+    from attnlab.attention.variants.key_value import grid_encoding_2d
+
+    q, k, v = qkv()
+    m = variant("key_value", causal, pos_dim=10)
+    with torch.no_grad():
+        m.pos_bias.fill_(0.3)
+    grid = grid_encoding_2d(T, T, 10)  # (T, T, 10)
+    s = k @ k.transpose(-2, -1) / D ** 0.5  # (B, H, T, T)
+    logits = (s[..., None] + grid) @ m.pos_weight + m.pos_bias  # (B, H, T, T)
+    if causal:
+        logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    with torch.no_grad():
+        out = call(m, q, k, v)
+        torch.testing.assert_close(out, logits.softmax(-1) @ v, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(logits[0, 0], logits[0, 0].T)  # no longer symmetric
+    loss = call(m, q, k, v).square().sum()
+    loss.backward()
+    assert m.pos_weight.grad is not None and m.pos_weight.grad.abs().sum() > 0
+
+
+def test_key_value_2d_parameters_keep_their_init_in_a_model():
+    """The model's N(0, 0.02) init of Linear layers leaves the map's Xavier-uniform weights alone."""
+    from attnlab.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(d_model=32, n_heads=4, mode="encoder",
+                                attention={"name": "key_value", "pos_dim": 10}), "sinusoidal")
+    w = m.blocks[0].attn.attn.pos_weight
+    assert w.abs().max() <= math.sqrt(6 / 11) and w.std() > 0.1
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_learned_kernel_equals_quadratic_form_of_its_features(causal):
     q, k, v = qkv()

@@ -27,7 +27,7 @@ from ..train import TrainConfig, TrainingDiverged, train_or_load
 
 NAME = "05_efficient_attention_listops"
 VARIANTS = ("sdpa", "local", "linformer", "performer", "linear", "fnet", "probsparse", "urpe", "key_value",
-            "learned_kernel", "combiner", "combiner_axial", "ecoformer")
+            "learned_kernel", "combiner", "combiner_axial", "ecoformer", {"name": "key_value", "pos_dim": 10})
 LABELS = {"sdpa": "Transformer", "local": "Local Attention", "linformer": "Linformer", "performer": "Performer",
           "linear": "Linear Trans.", "fnet": "FNet", "probsparse": "ProbSparse (Informer)", "urpe": "URPE",
           "key_value": "Key-Value", "learned_kernel": "Learned kernel (GMM-PRF)",
@@ -37,6 +37,18 @@ ICEFORMER_RETAINED = 0.986  # Mao et al. 2024: 98.6-99.6% of the original accura
 # LRA Table 1 (ListOps accuracy, %); FNet from Lee-Thorp et al. 2022, Table 4.
 PAPER_ACC = {"Transformer": 36.37, "Local Attention": 15.82, "Linformer": 35.70, "Performer": 18.01,
              "Linear Trans.": 16.13, "FNet": 35.33}
+
+
+def label(cfg: ListOpsConfig, v: AttentionSpec) -> str:
+    """A variant's name in tables and figures: LRA's name, with the parameters that differ from the defaults
+    where two entries share an attention (e.g. key_value and key_value with its 2-D positions)."""
+    name = LABELS.get(v.name, v.name)
+    if sum(AttentionSpec.model_validate(e).name == v.name for e in cfg.variants) > 1:
+        defaults = type(v.params)().model_dump()
+        changed = {k: x for k, x in v.params.model_dump().items() if x != defaults.get(k)}
+        if changed:
+            return f"{name} (" + ", ".join(f"{k}={x}" for k, x in changed.items()) + ")"
+    return name
 
 
 class ListOpsConfig(Config):
@@ -67,6 +79,9 @@ class ListOpsConfig(Config):
             raise ConfigError(f"model.mode = {self.model.mode!r}: ListOps uses encoders; valid: encoder")
         if self.model.vocab_size < len(L.VOCAB):
             raise ConfigError(f"model.vocab_size = {self.model.vocab_size}: must be >= {len(L.VOCAB)}")
+        labels = [label(self, v) for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"variants = {labels}: duplicates")
         if self.min_length >= self.max_length - 1:
             raise ConfigError(f"min_length = {self.min_length}: must be < max_length - 1 = {self.max_length - 1}")
         return self
@@ -132,7 +147,7 @@ def run(cfg: ListOpsConfig, progress: bool = True) -> pd.DataFrame:
                                       "accuracy": sum(majority) / len(majority), "correct": majority}]
     for v in cfg.variants:
         mcfg = replace(cfg.model, attention=v, max_len=width)
-        name = LABELS.get(v.name, v.name)
+        name = label(cfg, v)
         for seed in cfg.seeds:
             tcfg = replace(cfg.train, seed=seed)
             torch.manual_seed(seed)
@@ -262,5 +277,5 @@ def _lag(df: pd.DataFrame) -> Measured:
 def dry_run_plan(cfg: ListOpsConfig, profile: str = "gpu") -> list[Planned]:
     """One encoder per attention variant at the longest expression (for `bench.dryrun`)."""
     width = cfg.max_length + 2
-    return [Planned(LABELS.get(v.name, v.name), replace(cfg.model, attention=v, max_len=width), cfg.pe,
+    return [Planned(label(cfg, v), replace(cfg.model, attention=v, max_len=width), cfg.pe,
                     cfg.train.batch_size, width, 64, width) for v in cfg.variants]
