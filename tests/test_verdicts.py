@@ -131,6 +131,37 @@ def _decoder_rows(acc_in: float, ood: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_attention_comparison_rows_stay_out_of_the_pe_grid():
+    """03's QKV-vs-KV encoders (experiment 'attention') have their own table and touch no PE summary or claim."""
+    grid = _decoder_rows(1.0, {"none": 0.5, "t5": 0.2})
+    kv = []
+    for s in range(3):
+        for att, a in (("sdpa", 0.9), ("key_value", 0.7), ("key_value(pos_dim=10)", 0.8)):
+            base = {"protocol": "encoder", "task": "reverse_string", "pe": "sinusoidal", "base_pe": "sinusoidal",
+                    "randomized": False, "seed": s, "lr": 1e-3, "status": "ok", "experiment": "attention",
+                    "attention": att}
+            kv += [{**base, "length": 4, "in_distribution": True, "accuracy": a},
+                   {**base, "length": 9, "in_distribution": False, "accuracy": a - 0.3}]
+    both = pd.concat([grid, pd.DataFrame(kv)], ignore_index=True)
+    assert alg.grid(both, "encoder").empty and len(alg.grid(both, "decoder")) == len(grid)
+    t = alg.attention_table(both).set_index("attention")
+    assert t.loc["key_value", "in distribution"] == pytest.approx(0.7)
+    assert t.loc["key_value(pos_dim=10)", "longer (OOD)"] == pytest.approx(0.5)
+    assert CLAIMS["nope_ranks_first"].evaluate(both, "cpu")["verdict"] == REPRODUCED  # as without them
+
+
+def test_attention_comparison_cells_and_labels():
+    from attnlab.config import load
+
+    cfg = load(alg.AlgorithmicConfig, "03_algorithmic_length_generalization", "smoke")
+    extra = [c for c in alg.cells(cfg) if c[6] is not None]
+    assert [alg.attention_label(cfg, c[6]) for c in extra] == ["sdpa", "key_value", "key_value(pos_dim=10)"]
+    assert all(c[0] == "encoder" and c[1] == "reverse_string" and c[2] == "sinusoidal" for c in extra)
+    with pytest.raises(Exception, match="attention_variants = .*duplicates"):
+        load(alg.AlgorithmicConfig, "03_algorithmic_length_generalization", "smoke",
+             {"attention_variants": ["key_value", {"name": "key_value"}]})
+
+
 def test_nope_ranking_needs_models_that_fit():
     row = CLAIMS["nope_ranks_first"].evaluate(_decoder_rows(0.6, {"none": 0.5, "t5": 0.2}), "cpu")
     assert row["verdict"] == INCONCLUSIVE and "do not fit" in row["note"]

@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
+from ..attention import AttentionSpec
 from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim
 from ..config import Config, Seeds, one_of, replace, to_dict, validate
@@ -48,6 +49,14 @@ def _pe_choices() -> list[str]:
     return ENCODINGS.names()
 
 
+def attention_label(cfg: AlgorithmicConfig, v: AttentionSpec) -> str:
+    """An attention variant's name: its registry name, with the parameters that differ from the defaults."""
+    v = AttentionSpec.model_validate(v)
+    defaults = type(v.params)().model_dump()
+    changed = {k: x for k, x in v.params.model_dump().items() if x != defaults.get(k)}
+    return v.name + ("(" + ", ".join(f"{k}={x}" for k, x in changed.items()) + ")" if changed else "")
+
+
 class AlgorithmicConfig(Config):
     """The task x PE grid of both protocols."""
 
@@ -67,6 +76,15 @@ class AlgorithmicConfig(Config):
     seeds: Seeds = (0, 1, 2)
     learning_rates: tuple[Annotated[float, Field(gt=0)], ...] = Field((),
                                              description="empty: train.lr; several: report the best (Ruoss et al.)")
+    attention_variants: tuple[AttentionSpec, ...] = Field(
+        default_factory=lambda: ("sdpa", "key_value", {"name": "key_value", "pos_dim": 10}),
+        description="encoder models that differ only in their attention, on attention_tasks (Borji 2023 compares "
+                    "QKV with KV attention, with and without its 2-D positions, on reversing and sorting); "
+                    "empty: none")
+    attention_tasks: tuple[one_of(_task_choices), ...] = Field(("reverse_string", "bucket_sort"),
+                                                               description="encoder tasks of that comparison")
+    attention_pe: one_of(_pe_choices) = Field("sinusoidal", description="the encoding of that comparison "
+                                              "(Borji's code adds sinusoids to the inputs)")
     jobs: int = Field(2, ge=1, description="grid cells trained in parallel processes")
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(d_model=64, n_layers=5, n_heads=8, d_ff=256))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=10000, batch_size=128, lr=1e-4, warmup=0,
@@ -87,6 +105,13 @@ class AlgorithmicConfig(Config):
         if self.decoder_test_max_length <= self.decoder_train_max_length:
             raise ConfigError(f"decoder_test_max_length = {self.decoder_test_max_length}: must exceed "
                               f"decoder_train_max_length = {self.decoder_train_max_length}")
+        for t in self.attention_tasks:
+            if t in task_names("decoder"):
+                raise ConfigError(f"attention_tasks: {t!r} is a decoder task; valid: "
+                                  f"{', '.join(n for n in task_names() if n not in task_names('decoder'))}")
+        labels = [attention_label(self, v) for v in self.attention_variants]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"attention_variants = {labels}: duplicates")
         if "randomized" in self.encoder_pes or "randomized" in self.decoder_pes:
             raise ConfigError("encoder_pes/decoder_pes: use `randomized: [false, true]` to wrap each PE, "
                               "not the name 'randomized'")
@@ -177,7 +202,7 @@ def _score(model: torch.nn.Module, layout: Layout, n: int, samples: int, seed: i
 
 
 def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, randomized: bool, seed: int,
-             lr: float, threads: int = 0) -> list[dict[str, Any]]:
+             lr: float, attention: dict[str, Any] | None = None, threads: int = 0) -> list[dict[str, Any]]:
     """Train (or load) one model of the grid and score it at every test length; cached as JSON."""
     if threads:
         torch.set_num_threads(threads)
@@ -189,6 +214,8 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
                        else (cfg.decoder_train_max_length, cfg.decoder_test_max_length))
     max_len = layout.seq_len(n_test) + 1
     mcfg, pcfg = _model_config(cfg, layout, max_len), _pe_config(pe, randomized, max_len)
+    if attention is not None:  # the attention comparison: the same encoder with another attention
+        mcfg = replace(mcfg, attention=attention)
     tcfg = replace(cfg.train, seed=seed, lr=lr)
     if not enc and cfg.decoder_steps:
         tcfg = replace(tcfg, steps=cfg.decoder_steps)
@@ -208,7 +235,9 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
     torch.manual_seed(seed)
     model = build_model(mcfg, pcfg)
     base = {"protocol": protocol, "task": task_name, "level": task.level, "pe": label, "base_pe": pe,
-            "randomized": randomized, "seed": seed, "lr": lr, "train_max_length": n_train}
+            "randomized": randomized, "seed": seed, "lr": lr, "train_max_length": n_train,
+            "experiment": "grid" if attention is None else "attention",
+            "attention": attention_label(cfg, attention if attention is not None else mcfg.attention)}
     try:
         model, tr = train_or_load(model, batch_fn, tcfg, mcfg, pcfg, {"task": task_name, "protocol": protocol,
                                                                         "n_train": n_train}, progress=False)
@@ -224,13 +253,17 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
     return rows
 
 
-def cells(cfg: AlgorithmicConfig) -> list[tuple[str, str, str, bool, int, float]]:
-    """Every (protocol, task, pe, randomized, seed, learning rate) of the grid."""
+def cells(cfg: AlgorithmicConfig) -> list[tuple[str, str, str, bool, int, float, dict[str, Any] | None]]:
+    """Every (protocol, task, pe, randomized, seed, learning rate, attention) of the grid (attention None:
+    model.attention), then the attention comparison's encoders."""
     lrs = cfg.learning_rates or (cfg.train.lr,)
-    out = [("encoder", t, pe, r, s, lr) for t in cfg.encoder_tasks for pe in cfg.encoder_pes for r in cfg.randomized
-           for s in cfg.seeds for lr in lrs]
-    out += [("decoder", t, pe, False, s, lr) for t in cfg.decoder_tasks for pe in cfg.decoder_pes
+    out: list[tuple[str, str, str, bool, int, float, dict[str, Any] | None]] = [
+        ("encoder", t, pe, r, s, lr, None) for t in cfg.encoder_tasks for pe in cfg.encoder_pes
+        for r in cfg.randomized for s in cfg.seeds for lr in lrs]
+    out += [("decoder", t, pe, False, s, lr, None) for t in cfg.decoder_tasks for pe in cfg.decoder_pes
             for s in cfg.seeds for lr in lrs]
+    out += [("encoder", t, cfg.attention_pe, False, s, lr, v.model_dump()) for v in cfg.attention_variants
+            for t in cfg.attention_tasks for s in cfg.seeds for lr in lrs]
     return out
 
 
@@ -263,10 +296,16 @@ PAPER_MRR = {"none": 0.69, "t5": 0.55, "alibi": 0.50, "rope": 0.33, "sinusoidal"
 FIT = 0.9  # in-distribution accuracy a model needs before its out-of-distribution accuracy says anything
 
 
+def grid(results: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The task x PE grid's trained rows of one protocol (not the attention comparison's)."""
+    return _ok(results, protocol)
+
+
 def _ok(results: pd.DataFrame, protocol: str) -> pd.DataFrame:
     if results.empty or "protocol" not in results:
         return results.iloc[0:0]
-    return results[(results["protocol"] == protocol) & (results["status"] == "ok")]
+    grid = results["experiment"].fillna("grid") == "grid" if "experiment" in results else True
+    return results[(results["protocol"] == protocol) & (results["status"] == "ok") & grid]
 
 
 def _best_lr(r: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -306,6 +345,21 @@ def randomization_gain(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     w = m.pivot_table(index=["task", "base_pe", "seed"], columns="randomized", values="accuracy")
     return (100 * (w[True] - w[False])).rename("gain").reset_index().dropna()
+
+
+def attention_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The attention comparison: in-distribution and out-of-distribution accuracy per task and attention
+    (mean over seeds; best learning rate chosen in distribution). Borji (2023) reports no number this
+    scale can test, so this is measured, without a claim."""
+    if results.empty or "experiment" not in results:
+        return pd.DataFrame()
+    r = results[(results["experiment"] == "attention") & (results["status"] == "ok")]
+    if r.empty:
+        return pd.DataFrame()
+    r = _best_lr(r, ["task", "attention"])
+    r = r.assign(split=np.where(r["in_distribution"].astype(bool), "in distribution", "longer (OOD)"))
+    t = r.groupby(["task", "attention", "split", "seed"])["accuracy"].mean().groupby(["task", "attention", "split"])
+    return t.mean().unstack("split").reset_index()
 
 
 def reciprocal_ranks(scores: np.ndarray) -> np.ndarray:
@@ -400,7 +454,8 @@ def _parity(df: pd.DataFrame) -> Measured:
                     (Condition("best OOD accuracy", est, "<", 0.9),))
 
 
-__all__ = ["AlgorithmicConfig", "run", "run_cell", "cells", "ood_scores", "randomization_gain", "mrr", "Layout"]
+__all__ = ["AlgorithmicConfig", "run", "run_cell", "cells", "ood_scores", "randomization_gain", "mrr", "Layout",
+           "attention_table", "grid"]
 
 
 def dry_run_plan(cfg: AlgorithmicConfig, profile: str = "gpu") -> list[Planned]:
@@ -421,4 +476,12 @@ def dry_run_plan(cfg: AlgorithmicConfig, profile: str = "gpu") -> list[Planned]:
             for r in rand:
                 out.append(Planned(f"{protocol} {pe}{'+randomized' if r else ''}", mcfg, _pe_config(pe, r, max_len),
                                    cfg.train.batch_size, max(la.seq_len(n_train) for la in layouts), 64, max_len - 1))
+    if cfg.attention_tasks and cfg.attention_variants:
+        layouts = [Layout("encoder", get_task(name)) for name in cfg.attention_tasks]
+        max_len = max(la.seq_len(cfg.test_max_length) for la in layouts) + 1
+        mcfg = replace(_model_config(cfg, layouts[0], max_len), vocab_size=max(la.vocab_size for la in layouts))
+        for v in cfg.attention_variants:
+            out.append(Planned(f"encoder {attention_label(cfg, v)}", replace(mcfg, attention=v),
+                               _pe_config(cfg.attention_pe, False, max_len), cfg.train.batch_size,
+                               max(la.seq_len(cfg.train_max_length) for la in layouts), 64, max_len - 1))
     return out
