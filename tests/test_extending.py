@@ -83,12 +83,15 @@ def test_notebook_03_from_a_preset(extended, tmp_path, monkeypatch):
         "  decoder_tasks: [copy]\n  decoder_pes: [decay]\n  train_max_length: 4\n  test_max_length: 6\n"
         "  test_lengths: 1\n  decoder_train_max_length: 3\n  decoder_test_max_length: 5\n  eval_samples: 4\n"
         "  jobs: 1\n  model: {d_model: 16, n_layers: 1, n_heads: 2, d_ff: 32, attention: {name: strided, stride: 2}}\n"
-        "  train: {steps: 2, batch_size: 4, checkpoint_every: 2}\n")
+        "  train: {steps: 2, batch_size: 4, checkpoint_every: 2}\n"
+        "  attention_variants: [{name: strided, stride: 2}]\n  attention_tasks: [parity_check]\n"
+        "  attention_pe: decay\n")
     monkeypatch.setenv("ATTNLAB_NOTEBOOKS", str(tmp_path))
     cfg = load("03", "smoke")
     assert cfg.encoder_pes == ("decay",) and cfg.model.attention.params.stride == 2
     res = alg.run(cfg, progress=False)
     assert set(res["pe"]) == {"decay"} and (res["status"] == "ok").all()
+    assert set(res.loc[res["experiment"] == "attention", "attention"]) == {"strided(stride=2)"}
 
 
 def test_notebook_04_times_every_registered_attention(extended):

@@ -220,8 +220,11 @@ def run_cell(cfg_dict: dict[str, Any], protocol: str, task_name: str, pe: str, r
     if not enc and cfg.decoder_steps:
         tcfg = replace(tcfg, steps=cfg.decoder_steps)
     lengths = list(range(task.min_length, n_train + 1)) + _test_lengths(n_train + 1, n_test, cfg.test_lengths)
-    key = cache_key(tcfg, mcfg, pcfg, {"task": task_name, "protocol": protocol, "n_train": n_train,
-                                       "lengths": lengths, "eval_samples": cfg.eval_samples, "rows": 2})
+    extra = {"task": task_name, "protocol": protocol, "n_train": n_train, "lengths": lengths,
+             "eval_samples": cfg.eval_samples, "rows": 2}
+    if attention is not None:  # its rows are labelled apart, even where the same model is also a grid cell
+        extra["experiment"] = "attention"
+    key = cache_key(tcfg, mcfg, pcfg, extra)
     done = cache_root() / "cells" / f"{key}.json"
     if done.exists():
         return read_json(done)
