@@ -6,7 +6,12 @@ import torch
 os.environ.setdefault("ATTNLAB_AUTO_PROFILE", "smoke")
 # pytest-xdist (make test: 2 workers, one test file each): the cores are shared among the workers
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
+_threads = max(1, min(2, (os.cpu_count() or 1) // _workers))
+torch.set_num_threads(_threads)
+# and in every process a test starts (papermill and nbval kernels, torchrun, submitit jobs): two workers' kernels
+# with two OpenMP threads each on two cores run several times slower than with one each
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(_threads)
 
 
 @pytest.fixture(autouse=True)

@@ -191,3 +191,14 @@ def test_iceformer_claim_reads_retained_accuracy():
     assert verdict(_ice_results(0.6, 0.8))["verdict"] == "not reproduced"
     row = verdict(_ice_results(0.21, 1.0))
     assert row["verdict"] == "inconclusive" and "does not learn ListOps" in row["note"]
+
+
+def test_variants_sharing_an_attention_are_labelled_by_their_changed_parameters():
+    from attnlab.experiments import listops_accuracy as lo
+
+    cfg = lo.ListOpsConfig(variants=["sdpa", "key_value", {"name": "key_value", "pos_dim": 10}, "linformer"])
+    labels = [lo.label(cfg, v) for v in cfg.variants]
+    assert labels[1] == lo.LABELS.get("key_value", "key_value")
+    assert labels[2] == labels[1] + " (pos_dim=10)"
+    assert "(" not in labels[0] + labels[3]  # a name of its own keeps its plain label
+    assert cfg.variants[2].changed_params() == {"pos_dim": 10} and not cfg.variants[1].changed_params()

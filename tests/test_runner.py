@@ -108,3 +108,20 @@ def test_overrides_go_to_the_notebooks_that_know_them(nbdir, tmp_path):
     params = {j.name: j.parameters["overrides"] for j in p.jobs}
     assert params[GOOD] == {"seed": 5}
     assert params["01_positional_encodings"] == {"seed": 5, "max_distance": 64}
+
+
+def test_threads_per_notebook_respect_a_callers_openmp_limit(monkeypatch):
+    """OMP_NUM_THREADS, where set, caps the threads a run gives each notebook kernel (never above the cores)."""
+    import os
+
+    from attnlab.environment import cpu_cores
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_cores() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 8))
+    assert cpu_cores() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert cpu_cores() == cores

@@ -10,7 +10,6 @@ a failed job is one line; the report is rendered when every job has ended.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .config import Config, ConfigError
+from .environment import cpu_cores
 from .experiments import NEEDS
 from .runner import Job, RunPlan, is_done, make_job, run_job
 
@@ -120,7 +120,7 @@ def execute_jobs(batch: Batch, opts: ClusterOptions, *, force: bool, cell_timeou
     ex = make_executor(batch[0][0].run_dir / "jobs" if len(batch) == 1 else batch[0][0].run_dir.parent / "jobs",
                        opts)
     cluster = ex.cluster
-    threads = (max(1, (os.cpu_count() or 1) // min(opts.array_parallelism, len(graph))) if cluster != "slurm"
+    threads = (max(1, cpu_cores() // min(opts.array_parallelism, len(graph))) if cluster != "slurm"
                else opts.cpus_per_job)
     shards = {n.key for n, _, _ in graph if n.shard}
     ended: dict[str, dict[str, Any]] = {}

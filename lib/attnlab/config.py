@@ -127,6 +127,16 @@ class Component(Config):
         """The same component with some parameters changed (validated)."""
         return type(self).model_validate({**self.model_dump(), **changes})
 
+    def changed_params(self) -> dict[str, Any]:
+        """The parameters that differ from the class's defaults."""
+        defaults = type(self.params)().model_dump()
+        return {k: v for k, v in self.params.model_dump().items() if v != defaults.get(k)}
+
+    def label(self, name: str | None = None, sep: str = "") -> str:
+        """`name` (default: the registry name) followed by the changed parameters, e.g. ``fire(hidden=16)``."""
+        name, changed = name or self.name, self.changed_params()
+        return name + (sep + "(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
     def adapt(self, **changes: Any) -> Component:
         """Like `with_params`, for the parameters this component's class declares; others are ignored
         (an experiment sets the training length on every encoding that has one)."""

@@ -40,6 +40,13 @@ def uncommitted(paths: tuple[str, ...] = CODE_PATHS, root: Path | None = None) -
     return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+def cpu_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by OMP_NUM_THREADS where the caller set it."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(n, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, n)
+
+
 def device_name() -> str:
     import torch
 

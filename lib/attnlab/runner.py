@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .environment import collect, git_commit, uncommitted
+from .environment import collect, cpu_cores, git_commit, uncommitted
 from .experiments import NOTEBOOKS, preflight, resolve_notebook
 from .experiments import load as load_config
 from .io import atomic_write_json, read_json
@@ -125,7 +125,7 @@ def make_job(name: str, profile: str, overrides: dict[str, Any], out_dir: Path, 
 def run_job(job: Job, threads: int | None, cell_timeout: int) -> dict[str, Any]:
     """One notebook as a job of its own process (a cluster executor's unit): its kernelspec made here."""
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = cpu_cores()
     kernel_dir = _kernel_dir()
     try:
         return execute_job(job, str(kernel_dir), threads, False, cell_timeout)
@@ -254,7 +254,7 @@ def execute(p: RunPlan, jobs: int = 1, force: bool = False, cell_timeout: int = 
                echo=echo)
         return finish(p, started)
     jobs = max(1, min(jobs, len(todo) or 1))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, cpu_cores() // jobs)
     kernel_dir = _kernel_dir()
     try:
         if jobs == 1:

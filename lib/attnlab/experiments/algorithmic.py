@@ -51,10 +51,7 @@ def _pe_choices() -> list[str]:
 
 def attention_label(cfg: AlgorithmicConfig, v: AttentionSpec) -> str:
     """An attention variant's name: its registry name, with the parameters that differ from the defaults."""
-    v = AttentionSpec.model_validate(v)
-    defaults = type(v.params)().model_dump()
-    changed = {k: x for k, x in v.params.model_dump().items() if x != defaults.get(k)}
-    return v.name + ("(" + ", ".join(f"{k}={x}" for k, x in changed.items()) + ")" if changed else "")
+    return AttentionSpec.model_validate(v).label()
 
 
 class AlgorithmicConfig(Config):

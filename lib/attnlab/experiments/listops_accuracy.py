@@ -43,12 +43,8 @@ def label(cfg: ListOpsConfig, v: AttentionSpec) -> str:
     """A variant's name in tables and figures: LRA's name, with the parameters that differ from the defaults
     where two entries share an attention (e.g. key_value and key_value with its 2-D positions)."""
     name = LABELS.get(v.name, v.name)
-    if sum(AttentionSpec.model_validate(e).name == v.name for e in cfg.variants) > 1:
-        defaults = type(v.params)().model_dump()
-        changed = {k: x for k, x in v.params.model_dump().items() if x != defaults.get(k)}
-        if changed:
-            return f"{name} (" + ", ".join(f"{k}={x}" for k, x in changed.items()) + ")"
-    return name
+    shared = sum(AttentionSpec.model_validate(e).name == v.name for e in cfg.variants) > 1
+    return v.label(name, sep=" ") if shared else name
 
 
 class ListOpsConfig(Config):

@@ -82,12 +82,8 @@ def label(cfg: LMExtrapolationConfig, spec: PESpec) -> str:
     encoding's name, with the parameters that differ from its defaults where two entries share a name."""
     if spec.name == "randomized":
         return f"randomized({cfg.randomized_base})"
-    if sum(PESpec.model_validate(e).name == spec.name for e in cfg.encodings) > 1:
-        defaults = type(spec.params)().model_dump()
-        changed = {k: v for k, v in spec.params.model_dump().items() if v != defaults.get(k)}
-        if changed:
-            return f"{spec.name}(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
-    return spec.name
+    shared = sum(PESpec.model_validate(e).name == spec.name for e in cfg.encodings) > 1
+    return spec.label() if shared else spec.name
 
 
 def find(cfg: LMExtrapolationConfig, name: str) -> PESpec:
