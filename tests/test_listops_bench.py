@@ -202,3 +202,24 @@ def test_variants_sharing_an_attention_are_labelled_by_their_changed_parameters(
     assert labels[2] == labels[1] + " (pos_dim=10)"
     assert "(" not in labels[0] + labels[3]  # a name of its own keeps its plain label
     assert cfg.variants[2].changed_params() == {"pos_dim": 10} and not cfg.variants[1].changed_params()
+
+
+def test_frozen_heap_still_collects_what_the_sweep_made_and_unfreezes():
+    import gc
+    import weakref
+
+    from attnlab.bench.memory import frozen_heap
+
+    class Node:
+        pass
+
+    before = gc.get_freeze_count()
+    with frozen_heap():
+        assert gc.get_freeze_count() > before
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a reference cycle made inside the block
+        ref = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert ref() is None
+    assert gc.get_freeze_count() == before

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..attention import ATTENTION, AttentionSpec, AttnDims, build_attention, flex_attention_backend
 from ..errors import ConfigError
 from ..positional import PEDims, build_encoding, score_mod_of
-from .memory import peak_memory_bytes
+from .memory import frozen_heap, peak_memory_bytes
 from .timing import repeat_times
 
 BIAS_BACKENDS = ("eager", "sdpa", "flex")
@@ -111,31 +111,32 @@ def bench_attention(variants: Sequence[AttentionSpec | str | dict] | None = None
     cases = attention_cases(variants if variants is not None else ATTENTION.names(), bias_backends, heads,
                             head_dim, device)
     checked = _check_references(cases, min(128, min(lengths)), heads, head_dim, causal, device)
-    rows = []
     grid = [(n, t, m) for t in lengths for n in cases for m in modes]
-    for n, t, mode in tqdm(grid, desc="bench attention", disable=not progress, leave=False):
-        c = cases[n]
-        row: dict[str, object] = {"variant": n, "family": c.family, "length": t, "mode": mode, "causal": causal,
-                                  "max_abs_diff_vs_reference": checked.get(n, float("nan")),
-                                  "time_s": float("nan"), "peak_bytes": float("nan"), "status": "ok", "error": ""}
-        if n in checked and checked[n] > 1e-3:
-            row.update(status="error", error=f"disagrees with {c.reference}: max |diff| {checked[n]:.2e}")
-            rows.append(row)
-            continue
-        if mode == "fwd+bwd" and c.compiled_forward_only_on_cpu and device == "cpu":
-            row.update(status="unsupported", error="compiled FlexAttention has no backward on CPU")
-            rows.append(row)
-            continue
-        try:
-            row.update(_measure(c, t, batch, heads, head_dim, causal, mode, repeats, warmup, device, memory))
-        except torch.cuda.OutOfMemoryError as e:  # type: ignore[attr-defined]
-            row.update(status="oom", error=str(e).splitlines()[0])
-            torch.cuda.empty_cache()
-        except (RuntimeError, MemoryError, ValueError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            row.update(status="oom" if "memory" in msg.lower() else "error", error=msg[:200])
-        rows.append(row)
+    with frozen_heap():
+        rows = [_cell(cases[n], n, t, mode, checked, batch, heads, head_dim, causal, repeats, warmup, device, memory)
+                for n, t, mode in tqdm(grid, desc="bench attention", disable=not progress, leave=False)]
     return pd.DataFrame(rows)
+
+
+def _cell(c: AttentionCase, n: str, t: int, mode: str, checked: dict[str, float], batch: int, heads: int,
+          head_dim: int, causal: bool, repeats: int, warmup: int, device: str, memory: bool) -> dict[str, object]:
+    """One row of the sweep: a variant at one length and mode, measured, or why not."""
+    row: dict[str, object] = {"variant": n, "family": c.family, "length": t, "mode": mode, "causal": causal,
+                              "max_abs_diff_vs_reference": checked.get(n, float("nan")),
+                              "time_s": float("nan"), "peak_bytes": float("nan"), "status": "ok", "error": ""}
+    if n in checked and checked[n] > 1e-3:
+        return row | {"status": "error", "error": f"disagrees with {c.reference}: max |diff| {checked[n]:.2e}"}
+    if mode == "fwd+bwd" and c.compiled_forward_only_on_cpu and device == "cpu":
+        return row | {"status": "unsupported", "error": "compiled FlexAttention has no backward on CPU"}
+    try:
+        row.update(_measure(c, t, batch, heads, head_dim, causal, mode, repeats, warmup, device, memory))
+    except torch.cuda.OutOfMemoryError as e:  # type: ignore[attr-defined]
+        row.update(status="oom", error=str(e).splitlines()[0])
+        torch.cuda.empty_cache()
+    except (RuntimeError, MemoryError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        row.update(status="oom" if "memory" in msg.lower() else "error", error=msg[:200])
+    return row
 
 
 def _measure(c: AttentionCase, t: int, batch: int, heads: int, head_dim: int, causal: bool, mode: str,
