@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
@@ -68,6 +67,8 @@ def crossed_bootstrap(data: np.ndarray, statistic: Callable[[np.ndarray], float]
         return float(statistic(sub))
 
     samples = tuple(np.arange(data.shape[ax]) for ax in axes)
+    from scipy import stats  # here, not at import: 1.3 s that the command line's input checks need not pay
+
     res = stats.bootstrap(samples, stat, paired=False, vectorized=False, n_resamples=n_resamples,
                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -79,6 +80,8 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
     """An accuracy of one model over n independent samples with Wilson's score interval."""
     if n <= 0:
         raise ValueError("n must be positive")
+    from scipy import stats
+
     ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return Estimate(successes / n, float(ci.low), float(ci.high), 1, n, "wilson")
 
