@@ -169,6 +169,29 @@ def test_rotation_reads_strided_views_and_keeps_the_dtype():
     torch.testing.assert_close(half.float(), apply_rotation(q, r, "q"), atol=0.05, rtol=0.02)
 
 
+def test_the_complex_and_the_real_rotation_agree_with_their_gradients():
+    """Eager fp32 rotates by complex products, compiled code and bf16 in real arithmetic: the same map."""
+    from attnlab.positional.base import rotate_complex, rotate_real
+
+    for name in ("rope", "xpos"):
+        r = make(name).rotation(torch.arange(30))
+        for which in ("q", "k"):
+            scale = r.q_scale if which == "q" else r.k_scale
+            c, s = (r.cos, r.sin) if scale is None else (r.cos * scale, r.sin * scale)
+            qkv = torch.randn(2, 30, 3, 4, 8, dtype=torch.float64, requires_grad=True)
+            x = qkv.permute(2, 0, 3, 1, 4)[1]  # a strided view, as the fused projection gives
+            g = torch.randn(2, 4, 30, 8, dtype=torch.float64)
+            a, b = rotate_complex(x, c.double(), s.double()), rotate_real(x, c.double(), s.double())
+            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(apply_rotation(x, r, which), a)
+            ga, = torch.autograd.grad((a * g).sum(), qkv)
+            gb, = torch.autograd.grad((b * g).sum(), qkv)
+            torch.testing.assert_close(ga, gb)
+    odd = torch.randn(1, 1, 30, 9)[..., 1:]  # an odd storage offset: no complex view, the real form instead
+    r = make("rope").rotation(torch.arange(30))
+    torch.testing.assert_close(apply_rotation(odd, r, "q"), rotate_real(odd, r.cos, r.sin))
+
+
 def test_rotation_is_roformer_eq_34_as_complex_products():
     d = 8
     pos = torch.arange(7)

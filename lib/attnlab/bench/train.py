@@ -202,6 +202,22 @@ def _without_attention_kernel(m: nn.Module) -> None:
         b.attn.attn = _PassV(b.attn.attn.params, b.attn.attn.dims)
 
 
+def _real_rotation(m: nn.Module) -> None:
+    """q and k rotated in real arithmetic (the compiled form) instead of the eager default's complex product."""
+    from types import MethodType
+
+    from ..positional.base import rotate_real
+
+    def project(self: nn.Module, x: Tensor, ctx: object) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        rot = ctx.rotation  # type: ignore[attr-defined]
+        return rotate_real(q, rot.cos, rot.sin), rotate_real(k, rot.cos, rot.sin), v
+
+    for blk in m.blocks:  # type: ignore[union-attr]
+        blk.attn.project = MethodType(project, blk.attn)
+
+
 def _without_feed_forward(m: nn.Module) -> None:
     for b in m.blocks:  # type: ignore[union-attr]
         b.mlp = nn.Identity()
@@ -221,6 +237,7 @@ ABLATIONS: dict[str, Ablation] = {
     "without attention kernel": Ablation(edit=_without_attention_kernel),
     "without rotation": Ablation(pe="none"),
     "without feed-forward": Ablation(edit=_without_feed_forward),
+    "rotation in real arithmetic": Ablation(edit=_real_rotation),  # the trick kept: eager's complex product
     "fused AdamW": Ablation(fused_adamw=True),  # a trick the trainer does not use (it saves < 5%)
 }
 
