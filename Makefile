@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.attnlab-installed
+LAB_STAMP := $(VENV)/.attnlab-lab-installed
 PROFILE ?= auto
 JOBS ?= 1
 TORCH ?= torch==2.13.0
@@ -17,8 +18,12 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q -c requirements.lock "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev,lab]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import attnlab, torch, papermill, nbval" && touch $(STAMP)
+
+$(LAB_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,lab]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import jupyterlab" && touch $(LAB_STAMP)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/attnlab run --profile $(PROFILE) --jobs $(JOBS) $(ARGS)
@@ -26,9 +31,9 @@ reproduce: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	ATTNLAB_AUTO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	ATTNLAB_AUTO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
-lab: $(STAMP)
+lab: $(LAB_STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name attnlab --display-name "attnlab (.venv)" >/dev/null
 	$(VENV)/bin/jupyter lab notebooks
 

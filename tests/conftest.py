@@ -24,3 +24,16 @@ def _isolated_model_cache(tmp_path_factory):
     """Trained-model cache in a temporary folder, so tests always exercise training."""
     os.environ["ATTNLAB_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
     yield
+
+
+# The longest files first (make test: pytest-xdist --dist loadfile --no-loadscope-reorder), then the notebooks
+# nbval runs, then the many short files, so that neither worker is left alone with a long one at the end.
+_LONGEST = ("tests/test_notebooks.py", "tests/test_cluster.py", "notebooks/", "tests/test_parallel.py",
+            "tests/test_gpu_presets.py", "tests/test_sweep.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((i for i, p in enumerate(_LONGEST) if item.nodeid.startswith(p)), len(_LONGEST))
+
+    items.sort(key=rank)  # stable: within a rank, the collection order
