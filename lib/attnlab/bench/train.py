@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -204,15 +205,17 @@ def _without_attention_kernel(m: nn.Module) -> None:
 
 def _real_rotation(m: nn.Module) -> None:
     """q and k rotated in real arithmetic (the compiled form) instead of the eager default's complex product."""
+    from dataclasses import replace
     from types import MethodType
 
     from ..positional.base import rotate_real
 
-    def project(self: nn.Module, x: Tensor, ctx: object) -> tuple[Tensor, Tensor, Tensor]:
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        rot = ctx.rotation  # type: ignore[attr-defined]
-        return rotate_real(q, rot.cos, rot.sin), rotate_real(k, rot.cos, rot.sin), v
+    plain = type(m.blocks[0].attn).project  # type: ignore[index]
+
+    def project(self: nn.Module, x: Tensor, ctx: Any) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = plain(self, x, replace(ctx, rotation=None))  # the model's own projection, unrotated
+        c, s = ctx.rotation.cos, ctx.rotation.sin  # (T, D/2); RoPE: no XPos scales
+        return rotate_real(q, c, s), rotate_real(k, c, s), v
 
     for blk in m.blocks:  # type: ignore[union-attr]
         blk.attn.project = MethodType(project, blk.attn)
