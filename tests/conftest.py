@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -19,11 +21,20 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_model_cache(tmp_path_factory):
-    """Trained-model cache in a temporary folder, so tests always exercise training."""
-    os.environ["ATTNLAB_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
-    yield
+# Trained models go to a temporary cache made for this test run (so the run always exercises training), one
+# cache for all of the run's processes: set here at import, in pytest's first process, before pytest-xdist
+# starts its workers, which inherit it. A notebook's smoke run (papermill, tests/test_notebooks.py) and its
+# nbval check (notebooks/) then train each model once between them, whichever comes first; every write to
+# the cache is atomic and unique to its writer (train.train_or_load), so workers may share it.
+_OWNS_RUN_CACHE = not os.environ.get("ATTNLAB_TEST_RUN_CACHE")  # False in xdist's workers
+if _OWNS_RUN_CACHE:
+    os.environ["ATTNLAB_TEST_RUN_CACHE"] = tempfile.mkdtemp(prefix="attnlab-test-models-")
+os.environ["ATTNLAB_CACHE"] = os.environ["ATTNLAB_TEST_RUN_CACHE"]
+
+
+def pytest_unconfigure(config):
+    if _OWNS_RUN_CACHE:  # the process that made it (xdist's controller, or pytest alone)
+        shutil.rmtree(os.environ["ATTNLAB_TEST_RUN_CACHE"], ignore_errors=True)
 
 
 # The longest files first (make test: pytest-xdist --dist loadfile --no-loadscope-reorder), then the notebooks
@@ -33,7 +44,13 @@ _LONGEST = ("tests/test_notebooks.py", "tests/test_cluster.py", "notebooks/", "t
 
 
 def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        return next((i for i, p in enumerate(_LONGEST) if item.nodeid.startswith(p)), len(_LONGEST))
+    # nbval takes the notebooks last to first while the papermill smoke run goes first to last: they meet once,
+    # and each notebook's models are trained once, by whichever reaches it first (the shared cache above)
+    notebooks = sorted({i.nodeid.split("::")[0] for i in items if i.nodeid.startswith("notebooks/")}, reverse=True)
+    order = {n: k for k, n in enumerate(notebooks)}
 
-    items.sort(key=rank)  # stable: within a rank, the collection order
+    def rank(item) -> tuple[int, int]:
+        r = next((i for i, p in enumerate(_LONGEST) if item.nodeid.startswith(p)), len(_LONGEST))
+        return r, order.get(item.nodeid.split("::")[0], 0)
+
+    items.sort(key=rank)  # stable: within a file, the collection order (a notebook's cells in order)

@@ -119,6 +119,22 @@ def test_bench_train_smoke_reports_ratios_mfu_and_breakdown():
     assert b["matmul_s_per_step"] > 0 and b["attention_s_per_step"] > 0 and b["other_s_per_step"] > 0
     assert abs(b["matmul_share"] + b["attention_share"] + b["other_share"] - 1) < 1e-9
     assert "operator time: matmul" in format_train(r)
+    lo, hi = r["intervals"]["ratio_attnlab_rope_vs_llama"]  # one round: no interval, the point itself
+    assert lo == hi == r["ratio_attnlab_rope_vs_llama"]
+
+
+def test_step_ratio_intervals_resample_the_rounds_paired():
+    import numpy as np
+
+    from attnlab.bench.train import step_ratio_intervals
+
+    rng = np.random.default_rng(0)
+    drift = 1 + 0.3 * rng.random(12)  # the machine's speed per round, shared by both contenders
+    times = {"a": [[1.5 * d * (1 + 0.01 * rng.standard_normal()) for _ in range(4)] for d in drift],
+             "b": [[d * (1 + 0.01 * rng.standard_normal()) for _ in range(4)] for d in drift]}
+    lo, hi = step_ratio_intervals(times, {"a/b": ("a", "b")})["a/b"]
+    assert lo < 1.5 < hi and hi - lo < 0.3  # the drift cancels in the pairing
+    assert step_ratio_intervals(times, {"b/a": ("b", "a")})["b/a"][1] < 1
 
 
 def test_bench_ablation_smoke_reports_each_change_against_the_default_step(capsys):

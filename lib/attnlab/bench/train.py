@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from ..attention import Attention
 from ..model import ModelConfig, build_model
 from ..train import TrainConfig, TrainStep, make_optimizer
-from .timing import interleaved_medians, matmul_timer
+from .timing import interleaved_medians, interleaved_times, matmul_timer
 
 SIZES = {
     "smoke": ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=256),
@@ -142,7 +143,12 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     timers = {c.name: train_step_timer(c.model, c.loss, x, y, compile) for c in contenders}
     # the matmul peak is timed in the same interleaved rounds: MFU is a ratio of two rates of one run
     timers[PEAK] = matmul_timer(PEAK_N, device)
-    med = interleaved_medians(timers, rounds, steps_per_round, warmup)
+    times = interleaved_times(timers, rounds, steps_per_round, warmup)
+    med = {n: float(np.median(v)) for n, v in times.items()}
+    ratios = step_ratio_intervals(times, {
+        "ratio_attnlab_rope_vs_llama": ("transformers/llama", "attnlab/rope"),
+        "alibi_vs_none_step_ratio": ("attnlab/alibi", "attnlab/none"),
+        "t5_vs_none_step_ratio": ("attnlab/t5", "attnlab/none")})
     tok = batch * seq
     peak = 2 * PEAK_N**3 / med.pop(PEAK)
     ours_model = contenders[0].model
@@ -157,6 +163,7 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
         "compiled": compile, "breakdown_attnlab_rope": parts,
         "rounds": rounds, "steps_per_round": steps_per_round, "initial_losses": init, "contenders": rows,
         "ratio_attnlab_rope_vs_llama": med["transformers/llama"] / med["attnlab/rope"],
+        "intervals": ratios,  # 95% bootstrap over the interleaved rounds
         "matmul_peak_gflops": peak / 1e9, "matmul_peak_n": PEAK_N,
         "model_flops_per_token": fpt,
         "mfu_attnlab_rope": fpt * tok / med["attnlab/rope"] / peak,
@@ -164,6 +171,28 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
         "t5_vs_none_step_ratio": med["attnlab/t5"] / med["attnlab/none"],
         "targets": {"ratio_vs_llama_eager": ">= 1.1", "ratio_vs_llama_compiled": ">= 1.0", "bias_vs_none": "<= 1.1"},
     }
+
+
+def step_ratio_intervals(times: dict[str, list[list[float]]], ratios: dict[str, tuple[str, str]]
+                         ) -> dict[str, list[float]]:
+    """95% intervals of ratios of median step times, {name: (numerator, denominator)}: a bootstrap over the
+    interleaved rounds, the same rounds for both sides of a ratio (they shared the machine's drift)."""
+    from ..stats import crossed_bootstrap
+
+    names = sorted({n for pair in ratios.values() for n in pair})
+    data = np.array([[times[n][r] for n in names] for r in range(len(times[names[0]]))])  # (rounds, C, steps)
+    out = {}
+    for key, (num, den) in ratios.items():
+        i, j = names.index(num), names.index(den)
+        est = crossed_bootstrap(data[None], lambda d, i=i, j=j: float(np.median(d[..., i, :]) /
+                                                                      np.median(d[..., j, :])))
+        out[key] = [est.low, est.high]
+    return out
+
+
+def _with_interval(r: dict[str, object], key: str) -> str:
+    lo, hi = (r.get("intervals") or {}).get(key, (None, None))  # type: ignore[union-attr]
+    return f"{r[key]:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
 
 
 def format_train(r: dict[str, object]) -> str:
@@ -176,12 +205,12 @@ def format_train(r: dict[str, object]) -> str:
         lines.append(f"  {n:22s} {v['median_step_s'] * 1e3:8.1f} ms/step {v['tokens_per_s']:10.0f} tok/s "
                      f"{v['params'] / 1e6:6.2f}M params")
     lines += [
-        f"  attnlab/rope vs transformers/llama, tokens/s ratio: {r['ratio_attnlab_rope_vs_llama']:.2f} "
-        f"(target >= {target})",
+        f"  attnlab/rope vs transformers/llama, tokens/s ratio: {_with_interval(r, 'ratio_attnlab_rope_vs_llama')} "
+        f"(target >= {target}; 95% interval over the rounds)",
         f"  matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s ({r['matmul_peak_n']}^3 product, timed in the same "
         f"rounds); model FLOPs/token {r['model_flops_per_token'] / 1e6:.2f}M; MFU {100 * r['mfu_attnlab_rope']:.1f}%",
-        f"  step time ALiBi / none: {r['alibi_vs_none_step_ratio']:.2f}, T5 / none: {r['t5_vs_none_step_ratio']:.2f} "
-        f"(target <= 1.1)",
+        f"  step time ALiBi / none: {_with_interval(r, 'alibi_vs_none_step_ratio')}, "
+        f"T5 / none: {_with_interval(r, 't5_vs_none_step_ratio')} (target <= 1.1)",
     ]
     b = r.get("breakdown_attnlab_rope") or {}
     if b:
