@@ -162,6 +162,8 @@ def test_encoder_with_pad_id_ignores_padding(attention, pe):
     padded = torch.cat([x, torch.zeros(2, 7, dtype=torch.long)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(m(padded)[:, :20], m(x), atol=1e-4, rtol=1e-4)
+        if attention == "flex":  # that the pads would leak in is a property of the inputs, shown by the other
+            return               # backends with the same ones (and flex equals eager); here one compile fewer
         unmasked = build_model(replace(cfg, pad_id=-1), pe).eval()
         unmasked.load_state_dict(m.state_dict())
         assert not torch.allclose(unmasked(padded)[:, :20], m(x), atol=1e-4)  # without pad_id the pads leak in
