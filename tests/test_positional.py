@@ -176,8 +176,7 @@ def test_the_complex_and_the_real_rotation_agree_with_their_gradients():
     for name in ("rope", "xpos"):
         r = make(name).rotation(torch.arange(30))
         for which in ("q", "k"):
-            scale = r.q_scale if which == "q" else r.k_scale
-            c, s = (r.cos, r.sin) if scale is None else (r.cos * scale, r.sin * scale)
+            c, s = r.cos_sin(which)
             qkv = torch.randn(2, 30, 3, 4, 8, dtype=torch.float64, requires_grad=True)
             x = qkv.permute(2, 0, 3, 1, 4)[1]  # a strided view, as the fused projection gives
             g = torch.randn(2, 4, 30, 8, dtype=torch.float64)

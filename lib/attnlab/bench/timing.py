@@ -49,7 +49,11 @@ def interleaved_times(timers: dict[str, Callable[[], float]], rounds: int, steps
 def interleaved_medians(timers: dict[str, Callable[[], float]], rounds: int, steps_per_round: int,
                         warmup: int) -> dict[str, float]:
     """Median seconds per call of each timer over interleaved rounds (`interleaved_times`)."""
-    times = interleaved_times(timers, rounds, steps_per_round, warmup)
+    return medians(interleaved_times(timers, rounds, steps_per_round, warmup))
+
+
+def medians(times: dict[str, list[list[float]]]) -> dict[str, float]:
+    """Median of every call of each timer over its rounds ({name: [[s, ...] per round]})."""
     return {n: statistics.median([x for r in v for x in r]) for n, v in times.items()}
 
 

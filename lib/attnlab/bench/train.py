@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..attention import Attention
 from ..model import ModelConfig, build_model
 from ..train import TrainConfig, TrainStep, make_optimizer
-from .timing import interleaved_medians, interleaved_times, matmul_timer
+from .timing import interleaved_medians, interleaved_times, matmul_timer, medians
 
 SIZES = {
     "smoke": ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=256),
@@ -144,7 +144,7 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     # the matmul peak is timed in the same interleaved rounds: MFU is a ratio of two rates of one run
     timers[PEAK] = matmul_timer(PEAK_N, device)
     times = interleaved_times(timers, rounds, steps_per_round, warmup)
-    med = {n: float(np.median(v)) for n, v in times.items()}
+    med = medians(times)
     ratios = step_ratio_intervals(times, {
         "ratio_attnlab_rope_vs_llama": ("transformers/llama", "attnlab/rope"),
         "alibi_vs_none_step_ratio": ("attnlab/alibi", "attnlab/none"),
@@ -191,8 +191,8 @@ def step_ratio_intervals(times: dict[str, list[list[float]]], ratios: dict[str, 
 
 
 def _with_interval(r: dict[str, object], key: str) -> str:
-    lo, hi = (r.get("intervals") or {}).get(key, (None, None))  # type: ignore[union-attr]
-    return f"{r[key]:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+    lo, hi = r["intervals"][key]  # type: ignore[index]
+    return f"{r[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def format_train(r: dict[str, object]) -> str:
@@ -243,8 +243,7 @@ def _real_rotation(m: nn.Module) -> None:
 
     def project(self: nn.Module, x: Tensor, ctx: Any) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = plain(self, x, replace(ctx, rotation=None))  # the model's own projection, unrotated
-        c, s = ctx.rotation.cos, ctx.rotation.sin  # (T, D/2); RoPE: no XPos scales
-        return rotate_real(q, c, s), rotate_real(k, c, s), v
+        return rotate_real(q, *ctx.rotation.cos_sin("q")), rotate_real(k, *ctx.rotation.cos_sin("k")), v
 
     for blk in m.blocks:  # type: ignore[union-attr]
         blk.attn.project = MethodType(project, blk.attn)

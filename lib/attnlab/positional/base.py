@@ -54,6 +54,11 @@ class Rotation:
     q_scale: Tensor | None = None
     k_scale: Tensor | None = None
 
+    def cos_sin(self, which: Literal["q", "k"]) -> tuple[Tensor, Tensor]:
+        """cos and sin (T, D/2) that turn q or k, XPos's scale of q or k included."""
+        scale = self.q_scale if which == "q" else self.k_scale
+        return (self.cos, self.sin) if scale is None else (self.cos * scale, self.sin * scale)
+
 
 @runtime_checkable
 class AdditivePE(Protocol):
@@ -139,8 +144,7 @@ def apply_rotation(x: Tensor, rot: Rotation, which: Literal["q", "k"]) -> Tensor
     slower in two runs; q and k of one layer, forward and backward, 2.9 against 6.6 ms). Under torch.compile
     and in half precision (no complex bf16): the same rotation in real arithmetic (``rotate_real``), which
     inductor fuses into one pass."""
-    scale = rot.q_scale if which == "q" else rot.k_scale
-    c, s = (rot.cos, rot.sin) if scale is None else (rot.cos * scale, rot.sin * scale)  # (T, D/2)
+    c, s = rot.cos_sin(which)  # (T, D/2)
     if x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling() and _pairs_viewable(x):
         return rotate_complex(x, c, s)
     return rotate_real(x, c, s)
