@@ -138,7 +138,7 @@ def _bench_train(a: argparse.Namespace) -> tuple[str, object]:
 def _bench_ablate(a: argparse.Namespace) -> tuple[str, object]:
     from .bench.train import bench_ablation, format_ablation
 
-    r = bench_ablation(a.size, a.batch, a.seq, a.rounds, a.steps_per_round)
+    r = bench_ablation(a.size, a.batch, a.seq, a.rounds, a.steps_per_round, compile=a.compile)
     return format_ablation(r), r
 
 
@@ -222,8 +222,7 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--seq", type=int, default=128)
         p.add_argument("--rounds", type=int, default=rounds)
         p.add_argument("--steps-per-round", type=int, default=steps)
-        if name == "train":
-            p.add_argument("--compile", action="store_true", help="torch.compile every contender alike")
+        p.add_argument("--compile", action="store_true", help="torch.compile every step alike")
         p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
         p.set_defaults(fn=_cmd_bench, bench=fn)
     p = b.add_parser("dry-run", help="every model of a profile built at full size on the meta device, one step, "

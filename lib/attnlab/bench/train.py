@@ -233,7 +233,8 @@ def _without_attention_kernel(m: nn.Module) -> None:
 
 
 def _real_rotation(m: nn.Module) -> None:
-    """q and k rotated in real arithmetic (the compiled form) instead of the eager default's complex product."""
+    """q and k rotated in real arithmetic in eager code too, instead of the eager default's complex product
+    (compiled, both are the real form: the row then reads zero within noise)."""
     from dataclasses import replace
     from types import MethodType
 
@@ -274,11 +275,11 @@ ABLATIONS: dict[str, Ablation] = {
 
 
 def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int = 12, steps_per_round: int = 4,
-                   warmup: int = 3) -> dict[str, object]:
+                   warmup: int = 3, compile: bool = False) -> dict[str, object]:
     """In-situ cost of each part of a training step, and what each trick saves: the RoPE model's default step
     against the same step with one change (ABLATIONS), interleaved; differences of medians, in seconds and
     as shares of the default step. Unlike a profiler's per-operator times, these include what a part costs
-    the others (caches, memory traffic) and no instrumentation."""
+    the others (caches, memory traffic) and no instrumentation. `compile`: every step compiled alike."""
     cfg = SIZES[size]
     x, y = _batch(cfg, batch, seq, "cpu")
     torch.manual_seed(0)
@@ -287,10 +288,11 @@ def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: i
         model = build_model(cfg, a.pe)
         if a.edit is not None:
             a.edit(model)
-        steps[name] = train_step_timer(model, model.loss, x, y, fused_adamw=a.fused_adamw)
+        steps[name] = train_step_timer(model, model.loss, x, y, compile=compile, fused_adamw=a.fused_adamw)
     med = interleaved_medians(steps, rounds, steps_per_round, warmup)
     base = med.pop("default")
     return {"size": size, "batch": batch, "seq_len": seq, "threads": torch.get_num_threads(), "rounds": rounds,
+            "compiled": compile,
             "steps_per_round": steps_per_round, "default_step_s": base,
             "changes": {n: {"step_s": t, "delta_s": t - base, "share": (t - base) / base} for n, t in med.items()}}
 
@@ -298,7 +300,8 @@ def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: i
 def format_ablation(r: dict[str, object]) -> str:
     """The terminal summary of `bench_ablation`."""
     lines = [f"bench ablate: size {r['size']}, batch {r['batch']} x {r['seq_len']}, {r['threads']} threads, "
-             f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians); default RoPE step "
+             f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians), "
+             f"{'torch.compile' if r.get('compiled') else 'eager'}; default RoPE step "
              f"{r['default_step_s'] * 1e3:.1f} ms"]  # type: ignore[operator]
     for n, v in r["changes"].items():  # type: ignore[union-attr]
         lines.append(f"  {n:26s} {v['step_s'] * 1e3:7.1f} ms/step ({v['delta_s'] * 1e3:+6.1f} ms, "
