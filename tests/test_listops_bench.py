@@ -147,8 +147,9 @@ def test_bench_ablation_smoke_reports_each_change_against_the_default_step(capsy
         assert v["step_s"] > 0
         assert v["delta_s"] == pytest.approx(v["step_s"] - r["default_step_s"])
     text = format_ablation(r)
-    assert "without attention kernel" in text and "fused AdamW" in text
-    assert main(["bench", "ablate", "--size", "huge"]) == 2
+    assert "without attention kernel" in text and "fused AdamW" in text and ", eager;" in text
+    assert ", torch.compile;" in format_ablation({**r, "compiled": True})
+    assert main(["bench", "ablate", "--compile", "--size", "huge"]) == 2
     assert "--size = 'huge': unknown; valid choices: smoke, cpu, gpu" in capsys.readouterr().err
     assert main(["bench", "train", "--batch", "0"]) == 2
     assert "--batch = 0: must be >= 1" in capsys.readouterr().err
