@@ -29,6 +29,10 @@ SIZES = {
     "cpu": ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512),
     "gpu": ModelConfig(d_model=512, n_layers=8, n_heads=8, d_ff=2048),
 }
+# the ratios bench train reports, {key: (numerator, denominator)} of median step times
+STEP_RATIOS = {"ratio_attnlab_rope_vs_llama": ("transformers/llama", "attnlab/rope"),
+               "alibi_vs_none_step_ratio": ("attnlab/alibi", "attnlab/none"),
+               "t5_vs_none_step_ratio": ("attnlab/t5", "attnlab/none")}
 PEAK, PEAK_N = "matmul peak", 2048  # the dense product timed beside the steps (1024^3 reads ~6% lower)
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
 ATTENTION_OPS = ("scaled_dot_product", "flash_attention")
@@ -145,10 +149,7 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
     timers[PEAK] = matmul_timer(PEAK_N, device)
     times = interleaved_times(timers, rounds, steps_per_round, warmup)
     med = medians(times)
-    ratios = step_ratio_intervals(times, {
-        "ratio_attnlab_rope_vs_llama": ("transformers/llama", "attnlab/rope"),
-        "alibi_vs_none_step_ratio": ("attnlab/alibi", "attnlab/none"),
-        "t5_vs_none_step_ratio": ("attnlab/t5", "attnlab/none")})
+    ratios = {key: med[num] / med[den] for key, (num, den) in STEP_RATIOS.items()}
     tok = batch * seq
     peak = 2 * PEAK_N**3 / med.pop(PEAK)
     ours_model = contenders[0].model
@@ -162,13 +163,10 @@ def bench_train(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: int 
         "size": size, "device": device, "threads": torch.get_num_threads(), "batch": batch, "seq_len": seq,
         "compiled": compile, "breakdown_attnlab_rope": parts,
         "rounds": rounds, "steps_per_round": steps_per_round, "initial_losses": init, "contenders": rows,
-        "ratio_attnlab_rope_vs_llama": med["transformers/llama"] / med["attnlab/rope"],
-        "intervals": ratios,  # 95% bootstrap over the interleaved rounds
+        **ratios, "intervals": step_ratio_intervals(times, STEP_RATIOS),  # 95% bootstrap over the rounds
         "matmul_peak_gflops": peak / 1e9, "matmul_peak_n": PEAK_N,
         "model_flops_per_token": fpt,
         "mfu_attnlab_rope": fpt * tok / med["attnlab/rope"] / peak,
-        "alibi_vs_none_step_ratio": med["attnlab/alibi"] / med["attnlab/none"],
-        "t5_vs_none_step_ratio": med["attnlab/t5"] / med["attnlab/none"],
         "targets": {"ratio_vs_llama_eager": ">= 1.1", "ratio_vs_llama_compiled": ">= 1.0", "bias_vs_none": "<= 1.1"},
     }
 
@@ -197,10 +195,10 @@ def _with_interval(r: dict[str, object], key: str) -> str:
 
 def format_train(r: dict[str, object]) -> str:
     """The terminal summary of `bench_train`."""
-    target = "1.0" if r.get("compiled") else "1.1"
+    target = "1.0" if r["compiled"] else "1.1"
     lines = [f"bench train: size {r['size']}, {r['device']}, {r['threads']} threads, batch {r['batch']} x "
              f"{r['seq_len']}, {r['rounds']} rounds x {r['steps_per_round']} steps (medians)"
-             f"{', torch.compile' if r.get('compiled') else ', eager'}"]
+             f"{', torch.compile' if r['compiled'] else ', eager'}"]
     for n, v in r["contenders"].items():  # type: ignore[union-attr]
         lines.append(f"  {n:22s} {v['median_step_s'] * 1e3:8.1f} ms/step {v['tokens_per_s']:10.0f} tok/s "
                      f"{v['params'] / 1e6:6.2f}M params")
@@ -291,9 +289,8 @@ def bench_ablation(size: str = "cpu", batch: int = 32, seq: int = 128, rounds: i
         steps[name] = train_step_timer(model, model.loss, x, y, compile=compile, fused_adamw=a.fused_adamw)
     med = interleaved_medians(steps, rounds, steps_per_round, warmup)
     base = med.pop("default")
-    return {"size": size, "batch": batch, "seq_len": seq, "threads": torch.get_num_threads(), "rounds": rounds,
-            "compiled": compile,
-            "steps_per_round": steps_per_round, "default_step_s": base,
+    return {"size": size, "batch": batch, "seq_len": seq, "threads": torch.get_num_threads(), "compiled": compile,
+            "rounds": rounds, "steps_per_round": steps_per_round, "default_step_s": base,
             "changes": {n: {"step_s": t, "delta_s": t - base, "share": (t - base) / base} for n, t in med.items()}}
 
 
@@ -301,7 +298,7 @@ def format_ablation(r: dict[str, object]) -> str:
     """The terminal summary of `bench_ablation`."""
     lines = [f"bench ablate: size {r['size']}, batch {r['batch']} x {r['seq_len']}, {r['threads']} threads, "
              f"{r['rounds']} rounds x {r['steps_per_round']} steps (medians), "
-             f"{'torch.compile' if r.get('compiled') else 'eager'}; default RoPE step "
+             f"{'torch.compile' if r['compiled'] else 'eager'}; default RoPE step "
              f"{r['default_step_s'] * 1e3:.1f} ms"]  # type: ignore[operator]
     for n, v in r["changes"].items():  # type: ignore[union-attr]
         lines.append(f"  {n:26s} {v['step_s'] * 1e3:7.1f} ms/step ({v['delta_s'] * 1e3:+6.1f} ms, "
