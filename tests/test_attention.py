@@ -76,51 +76,6 @@ def test_sdpa_with_a_bias_runs_the_fused_cpu_kernel(causal, bias_shape):
     torch.testing.assert_close(out, eager_attention(q, k, v, bias=bias, causal=causal), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("tq", [T, 10])
-def test_learned_bias_path_equals_eager_in_outputs_and_every_gradient(causal, tq):
-    """A trained bias (T5) in CPU training takes two matmuls instead of SDPA's math kernel: the output and the
-    gradients of q, k, v and the bias equal the eager reference's."""
-    from attnlab.attention.backends import learned_bias_attention
-
-    m = build_attention("sdpa", AttnDims(H, D, T, causal))
-    grads = []
-    for path in ("module", "eager"):
-        q, k, v = (x.requires_grad_() for x in qkv(tq, T, seed=3))
-        bias = torch.randn(H, tq, T, generator=torch.Generator().manual_seed(4)).requires_grad_()
-        out = (m(q, k, v, bias=bias, causal=causal, scale=0.3) if path == "module"
-               else eager_attention(q, k, v, bias=bias, causal=causal, scale=0.3))
-        (out * torch.linspace(-1, 1, D)).sum().backward()
-        grads.append([out.detach(), q.grad, k.grad, v.grad, bias.grad])
-    for got, ref in zip(*grads, strict=True):
-        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-    q, k, v = qkv(tq, T, seed=3)
-    torch.testing.assert_close(learned_bias_attention(q, k, v, torch.zeros(H, tq, T), causal=causal, scale=0.3),
-                               eager_attention(q, k, v, causal=causal, scale=0.3), atol=1e-5, rtol=1e-5)
-
-
-def test_learned_bias_path_is_taken_only_in_cpu_training_without_padding(monkeypatch):
-    """With padding keys (a fully padded row would give NaN in plain softmax), without grad, or with a fixed
-    bias, SDPA keeps the call; a fully padded batch row stays finite through the module."""
-    import attnlab.attention.backends as backends
-
-    calls = []
-    monkeypatch.setattr(backends, "learned_bias_attention", lambda *a, **kw: calls.append(1) or eager_attention(*a, **kw))
-    m = build_attention("sdpa", AttnDims(H, D, T, True))
-    q, k, v = qkv()
-    learned, fixed = torch.randn(H, T, T).requires_grad_(), torch.randn(H, T, T)
-    pad = torch.zeros(B, T, dtype=torch.bool)
-    pad[1] = True  # every key of row 1 padded
-    m(q, k, v, bias=learned, causal=True)
-    assert len(calls) == 1
-    m(q, k, v, bias=fixed, causal=True)
-    with torch.no_grad():
-        m(q, k, v, bias=learned, causal=True)
-    out = m(q, k, v, bias=learned, causal=True, key_padding=pad)
-    assert len(calls) == 1
-    assert torch.isfinite(out).all()  # SDPA gives the fully padded row zeros
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_causal_with_fewer_queries_aligns_to_last_keys(backend):
     q, k, v = qkv(t=6, tk=10)

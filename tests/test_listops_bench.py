@@ -143,13 +143,10 @@ def test_bench_ablation_smoke_reports_each_change_against_the_default_step(capsy
 
     r = bench_ablation(size="smoke", batch=2, seq=16, rounds=1, steps_per_round=1, warmup=1)
     assert set(r["changes"]) == set(ABLATIONS) and r["default_step_s"] > 0
-    steps = {"default": r["default_step_s"], **{n: v["step_s"] for n, v in r["changes"].items()}}
-    for n, v in r["changes"].items():
-        assert v["step_s"] > 0 and v["against"] == ABLATIONS[n].against
-        assert v["delta_s"] == pytest.approx(v["step_s"] - steps[v["against"]])
-    assert r["changes"]["T5 bias through SDPA's math kernel"]["against"] == "T5 bias"
+    for v in r["changes"].values():
+        assert v["step_s"] > 0
+        assert v["delta_s"] == pytest.approx(v["step_s"] - r["default_step_s"])
     text = format_ablation(r)
-    assert "vs 'T5 bias')" in text
     assert "without attention kernel" in text and "fused AdamW" in text and ", eager;" in text
     assert ", torch.compile;" in format_ablation({**r, "compiled": True})
     assert main(["bench", "ablate", "--compile", "--size", "huge"]) == 2
@@ -174,9 +171,6 @@ def test_ablations_change_what_they_name():
         blk = m.blocks[0]
         assert (m.pe.kind == "none") == (name == "without rotation")
         assert isinstance(blk.mlp, torch.nn.Identity) == (name == "without feed-forward")
-        if name == "T5 bias through SDPA's math kernel":  # the module's learned-bias path is bypassed
-            from attnlab.attention.backends import SDPA, _Materialized
-            assert isinstance(blk.attn.attn, SDPA) and type(blk.attn.attn).forward is _Materialized.forward
         if name == "without attention kernel":
             q, k, v = (torch.full((1, 1, 2, 2), float(i)) for i in range(3))
             assert blk.attn.attn(q, k, v, causal=True).eq(2).all()

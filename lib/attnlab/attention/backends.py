@@ -71,27 +71,6 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def learned_bias_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, causal: bool = False,
-                           scale: float | None = None) -> Tensor:
-    """Softmax attention (Vaswani et al. 2017, eq. 1) with a trained bias (Raffel et al. 2020's T5 buckets,
-    KERPLE, FIRE), as two matmuls: the causal -inf folded into the (H, Tq, Tk) bias once, the scale into q.
-    A PyTorch-level trick kept because it saves about 6% of a T5 training step on CPU (`attnlab bench ablate`,
-    row "T5 bias through SDPA's math kernel"): a bias that needs a gradient sends CPU SDPA to its math kernel,
-    which adds masking guards to every step. Every query row must keep a key (no fully padded row)."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    bias = bias.to(q.dtype)
-    if causal:
-        bias = bias.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
-    scores = torch.matmul(q * scale, k.transpose(-2, -1)) + bias  # (B, H, Tq, Tk)
-    return torch.matmul(scores.softmax(dim=-1), v)  # (B, H, Tq, D)
-
-
-def _takes_learned_bias_path(q: Tensor, bias: Tensor | None, key_padding: Tensor | None) -> bool:
-    """CPU training with a bias that needs a gradient and no padding (SDPA's math kernel otherwise)."""
-    return (key_padding is None and bias is not None and bias.requires_grad and q.device.type == "cpu"
-            and torch.is_grad_enabled())
-
-
 @cache
 def _compiled_flex() -> Callable[..., Tensor]:
     import torch._dynamo
@@ -165,13 +144,6 @@ class SDPA(_Materialized):
     """PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels where they apply)."""
 
     fn = staticmethod(sdpa_attention)
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, score_mod: object = None,
-                causal: bool = False, scale: float | None = None, key_padding: Tensor | None = None) -> Tensor:
-        if score_mod is None and _takes_learned_bias_path(q, bias, key_padding):
-            return learned_bias_attention(q, k, v, bias, causal=causal, scale=scale)  # type: ignore[arg-type]
-        return super().forward(q, k, v, bias=bias, score_mod=score_mod, causal=causal, scale=scale,
-                               key_padding=key_padding)
 
 
 @ATTENTION.register("flex")
