@@ -21,6 +21,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _flex_uncompiled_unless_marked(request, monkeypatch):
+    """FlexAttention's semantics (score_mods, block masks) are checked uncompiled, through torch's own reference
+    of the kernel; the tests marked compiled_flex check the compiled kernel against eager. Every new graph the
+    compiled path meets is C++ compiled (5-15 s on a fresh machine), which made up a third of the suite."""
+    if request.node.get_closest_marker("compiled_flex") is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        from attnlab.attention import backends
+
+        monkeypatch.setattr(backends, "_compiled_flex", lambda: flex_attention)
+
+
 # Trained models go to a temporary cache made for this test run (so the run always exercises training), one
 # cache for all of the run's processes: set here at import, in pytest's first process, before pytest-xdist
 # starts its workers, which inherit it. A notebook's smoke run (papermill, tests/test_notebooks.py) and its

@@ -142,6 +142,28 @@ def test_relative_key_query_score_mod_equals_materialized_terms(causal):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.compiled_flex
+@pytest.mark.parametrize(("pe", "causal"), [("alibi", True), ("t5", False), ("fire", True), ("shaw", False)])
+def test_compiled_flex_score_mods_equal_eager(pe, causal):
+    """The compiled kernel with each kind of score_mod: arithmetic on positions (ALiBi), a table lookup by
+    bucket (T5), an MLP unrolled per score (FIRE) and a query-dependent term (Shaw et al.); the other score_mod
+    tests above run flex uncompiled (tests/conftest.py)."""
+    kw = {"hidden": 8} if pe == "fire" else {"clip": 5} if pe == "shaw" else {}
+    enc = build_encoding({"name": pe, **kw}, PEDims(H * D, H, D, causal))
+    for p in enc.parameters():  # away from the initialization, so that every head and table entry matters
+        p.data.add_(0.3 * torch.randn_like(p))
+    pos = torch.randperm(100)[:T].sort().values  # gathered positions
+    q, k, v = qkv()
+    if pe == "shaw":
+        bias, mod = torch.einsum("bhqd,qkd->bhqk", q, enc.bias(pos, pos)), enc.query_score_mod(q, k, pos, pos)
+    else:
+        bias, mod = enc.bias(pos, pos), score_mod_of(enc, pos, pos)
+    with torch.no_grad():
+        out = flex_attention_backend(q, k, v, causal=causal, score_mod=mod, compiled=True)
+        ref = eager_attention(q, k, v, bias=bias, causal=causal)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("pe", ["alibi", "t5", "kerple", "kerple-power", "fire"])
 def test_materialized_score_mod_equals_bias(pe):
     name, _, variant = pe.partition("-")
@@ -152,6 +174,7 @@ def test_materialized_score_mod_equals_bias(pe):
                                scores + enc.bias(pos, pos), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.compiled_flex
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_flex_window_block_mask_equals_local_attention(causal, compiled):
@@ -162,6 +185,7 @@ def test_flex_window_block_mask_equals_local_attention(causal, compiled):
         torch.testing.assert_close(out, call(m, q, k, v), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.compiled_flex
 @pytest.mark.parametrize(("t", "causal"), [(8, False), (24, True), (40, False), (136, True)])
 def test_compiled_flex_equals_eager_at_awkward_lengths(t, causal):
     """Lengths below one block and 8 mod 16 (where torch's compiled CPU kernel needs smaller blocks)."""
@@ -182,6 +206,7 @@ def test_flex_block_mask_tiles_and_skips_blocks():
     assert int((window.kv_num_blocks + window.full_kv_num_blocks).sum()) < (1024 // FLEX_BLOCK_SIZE) ** 2
 
 
+@pytest.mark.compiled_flex
 def test_compiled_flex_memory_stays_linear_after_many_shapes():
     """Past dynamo's recompile limit (8) torch silently runs the uncompiled kernel, which materializes the
     (Tq, Tk) scores; the compiled path raises it for sweeps. Without a tiled block mask the compiled CPU

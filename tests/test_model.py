@@ -43,9 +43,7 @@ def test_encoder_is_bidirectional():
         assert not torch.allclose(m(x)[:, 0], m(y)[:, 0])
 
 
-# flex with T5's and KERPLE's score_mods: in test_attention.py (causal and not), the model's flex path with
-# a score_mod here by ALiBi, FIRE and Shaw's (each compile of a new score_mod costs 5-8 s on a cold cache)
-BACKEND_CASES = [(b, pe) for b in ("sdpa", "flex") for pe in PES if (b, pe) not in {("flex", "t5"), ("flex", "kerple")}]
+BACKEND_CASES = [(b, pe) for b in ("sdpa", "flex") for pe in PES]
 
 
 @pytest.mark.parametrize(("backend", "pe"), BACKEND_CASES)
@@ -147,7 +145,7 @@ def test_flex_gradients_equal_eager(pe):
 
 
 PADDING_CASES = ([(a, pe) for a in ("eager", "sdpa", "local") for pe in ("sinusoidal", "alibi", "t5", "rope")]
-                 + [("flex", "alibi"), ("flex", "rope")]  # flex: a score_mod, and none (each compile costs ~15 s)
+                 + [("flex", "alibi"), ("flex", "t5"), ("flex", "rope")]  # flex: score_mods, and none
                  + [(a, pe) for a in ("linformer", "performer", "linear") for pe in ("sinusoidal", "rope")])
 
 
@@ -162,11 +160,20 @@ def test_encoder_with_pad_id_ignores_padding(attention, pe):
     padded = torch.cat([x, torch.zeros(2, 7, dtype=torch.long)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(m(padded)[:, :20], m(x), atol=1e-4, rtol=1e-4)
-        if attention == "flex":  # that the pads would leak in is a property of the inputs, shown by the other
-            return               # backends with the same ones (and flex equals eager); here one compile fewer
         unmasked = build_model(replace(cfg, pad_id=-1), pe).eval()
         unmasked.load_state_dict(m.state_dict())
         assert not torch.allclose(unmasked(padded)[:, :20], m(x), atol=1e-4)  # without pad_id the pads leak in
+
+
+@pytest.mark.compiled_flex
+@pytest.mark.parametrize(("pe", "mode"), [("alibi", "decoder"), ("t5", "encoder")])
+def test_compiled_flex_model_equals_eager(pe, mode):
+    """The model's inference path through compiled FlexAttention (the other model tests run flex uncompiled)."""
+    ref, fast = tiny(pe, mode, "eager"), tiny(pe, mode, "flex")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randint(0, 256, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), atol=2e-4, rtol=2e-4)
 
 
 def test_rotary_attention_equals_llama_rope_attention():
