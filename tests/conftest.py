@@ -43,6 +43,16 @@ _OWNS_RUN_CACHE = not os.environ.get("ATTNLAB_TEST_RUN_CACHE")  # False in xdist
 if _OWNS_RUN_CACHE:
     os.environ["ATTNLAB_TEST_RUN_CACHE"] = tempfile.mkdtemp(prefix="attnlab-test-models-")
 os.environ["ATTNLAB_CACHE"] = os.environ["ATTNLAB_TEST_RUN_CACHE"]
+# The two executions of each notebook (the papermill smoke run and nbval) also compute its results once between
+# them (attnlab.memo, off by default): set for them only, a test function runs the library without it below.
+os.environ["ATTNLAB_RESULTS_CACHE"] = os.path.join(os.environ["ATTNLAB_TEST_RUN_CACHE"], "results")
+_NOTEBOOK_EXECUTIONS = "test_notebooks.py"  # and nbval's items, which take no fixtures
+
+
+@pytest.fixture(autouse=True)
+def _results_cache_for_notebook_executions_only(request, monkeypatch):
+    if request.node.path.name != _NOTEBOOK_EXECUTIONS:
+        monkeypatch.delenv("ATTNLAB_RESULTS_CACHE", raising=False)
 
 
 def pytest_unconfigure(config):

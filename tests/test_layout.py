@@ -12,7 +12,7 @@ LAYERS = [
     ("errors", "registry", "io", "environment", "stats"),
     ("config",),
     ("positional", "attention", "tasks", "parallel"),
-    ("model", "data", "train", "evaluate", "analysis", "plots", "passkey", "hf"),
+    ("model", "data", "train", "evaluate", "analysis", "plots", "passkey", "hf", "memo"),
     ("claims", "bench"),
     ("experiments",),
     ("session", "runner", "report", "compare", "cluster", "sweep", "cli", "__main__", ""),

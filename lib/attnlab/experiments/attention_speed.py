@@ -20,6 +20,7 @@ from ..bench.attention import BIAS_BACKENDS, bench_attention, crossover_lengths,
 from ..claims import Condition, Measured, claim, select
 from ..config import Config, one_of
 from ..errors import ConfigError
+from ..memo import memoized
 from ..stats import crossed_bootstrap, point
 
 NAME = "04_efficient_attention_speed"
@@ -60,6 +61,7 @@ class AttentionSpeedConfig(Config):
         return self
 
 
+@memoized
 def run(cfg: AttentionSpeedConfig, progress: bool = True) -> pd.DataFrame:
     """The timing grid (experiment=timing), scaling exponents and crossover lengths as one tidy frame."""
     df = bench_attention(cfg.variants, tuple(sorted(cfg.lengths)), cfg.batch, cfg.heads, cfg.head_dim, cfg.causal,

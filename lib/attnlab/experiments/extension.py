@@ -26,6 +26,7 @@ from ..claims import Condition, Measured, claim, select, unit_matrix
 from ..config import Config, Seeds, one_of, replace
 from ..data import load_corpus, random_batch
 from ..evaluate import nonoverlapping, segment_rows
+from ..memo import memoized
 from ..model import ModelConfig, build_model
 from ..positional import PEDims, build_encoding
 from ..stats import crossed_bootstrap, wilson
@@ -72,6 +73,7 @@ class ExtensionConfig(Config):
 CC_ENCODING = {"first": "indicator", "parity_check": "parity_features"}
 
 
+@memoized
 def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
     """FIRST / PARITY with and without log-length scaling, one model per seed: score of every test sample
     (the same samples for every model) by test length."""
@@ -104,6 +106,7 @@ def run_cc(cfg: ExtensionConfig, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@memoized
 def run_exact(cfg: ExtensionConfig) -> pd.DataFrame:
     """Chiang & Cholak's hand-set PARITY transformer at every test length: plain, with log-length scaling,
     and in its layer-norm form for each eps (the same bit strings for every setting)."""
@@ -119,6 +122,7 @@ def run_exact(cfg: ExtensionConfig) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- (b) temperature alignment
 
 
+@memoized
 def run_alignment(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """bpb by length for bias-PE models of notebook 02 (every seed), with and without entropy-matched
     temperature; per-segment rows on the same test segments for every model."""
@@ -163,6 +167,7 @@ def with_encoding(model: torch.nn.Module, method: str, factor: float, original: 
     return m
 
 
+@memoized
 def run_rope(cfg: ExtensionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """bpb at L..16L of notebook 02's RoPE models (every seed) under each extension method, and of the
     `finetune_methods` after the same short fine-tune at 2L (plain RoPE fine-tuned too: like with like)."""

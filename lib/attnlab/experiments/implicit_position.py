@@ -19,6 +19,7 @@ from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select
 from ..config import Config, replace
 from ..data import load_corpus, random_batch
+from ..memo import memoized
 from ..model import build_model
 from ..stats import crossed_bootstrap
 from ..train import train_or_load
@@ -75,6 +76,7 @@ def shuffled(x: Tensor, seed: int) -> Tensor:
     return torch.stack([row[torch.randperm(row.numel(), generator=g)] for row in x])
 
 
+@memoized
 def run(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """Per seed of notebook 02: probe R^2 per layer, attention-output variance by position, cosine similarity
     by distance on real and on shuffled windows (the same windows for every model)."""
@@ -101,6 +103,7 @@ def run(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.
     return pd.DataFrame(rows)
 
 
+@memoized
 def run_decomposition(cfg: ImplicitPositionConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """Song & Zhong (2023)'s position/context decomposition of every layer of every notebook-02 model (each
     encoding, NoPE included, and seed) on the same test windows (contexts x positions). A measurement: no

@@ -19,6 +19,7 @@ from ..bench.dryrun import Planned
 from ..claims import Condition, Measured, claim, select
 from ..config import Config, Seeds, replace
 from ..errors import ConfigError
+from ..memo import memoized
 from ..model import ModelConfig, build_model
 from ..positional import PESpec
 from ..stats import crossed_bootstrap
@@ -131,6 +132,7 @@ def accuracy(model: torch.nn.Module, data: L.ListOpsData, batch_size: int = 64) 
     return sum(c) / max(1, len(c))
 
 
+@memoized
 def run(cfg: ListOpsConfig, progress: bool = True) -> pd.DataFrame:
     """Train one encoder per attention variant and seed; accuracy on the test set (the same expressions for
     every model: paired); majority-class baseline."""

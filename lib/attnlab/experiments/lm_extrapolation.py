@@ -21,6 +21,7 @@ from ..config import Config, Seeds, load, one_of, replace
 from ..data import Corpus, DataConfig, check_sizes, load_corpus
 from ..errors import ConfigError
 from ..evaluate import EvalConfig, by_length, segment_rows
+from ..memo import memoized
 from ..model import ModelConfig, Transformer, build_model
 from ..positional import ENCODINGS, PESpec
 from ..stats import Estimate, crossed_bootstrap
@@ -179,6 +180,7 @@ def with_blockwise(cfg: LMExtrapolationConfig, model: Transformer) -> Transforme
     return out.to(next(model.parameters()).device).eval()
 
 
+@memoized
 def run(cfg: LMExtrapolationConfig, corpus: Corpus | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every encoding once per seed and evaluate it by length on the same segments of the test split
     (paired comparisons); one failed model never stops the others."""

@@ -31,6 +31,7 @@ from ..config import Config, Seeds, one_of, replace
 from ..data import Corpus, DataConfig, decode, load_corpus
 from ..errors import ConfigError
 from ..evaluate import nonoverlapping, segment_starts
+from ..memo import memoized
 from ..model import ModelConfig, build_model
 from ..positional import ENCODINGS, PESpec
 from ..stats import crossed_bootstrap
@@ -130,6 +131,7 @@ def _passkey_rows(model: torch.nn.Module, docs: list[P.Sample], length: int, bat
              "correct": float(r)} for i, (d, r) in enumerate(zip(docs, right))]
 
 
+@memoized
 def run_passkey(cfg: LongContextConfig, corpus: Corpus | None = None, progress: bool = True) -> pd.DataFrame:
     """Train (or load) every passkey model and score it at every (length, depth); RoPE also under each
     extension at inference, and PI / plain RoPE after the same fine-tune at 2L."""
@@ -235,6 +237,7 @@ def loss_by_position(model: torch.nn.Module, data: torch.Tensor, length: int, wi
     return per_pos[: length // bins * bins].reshape(bins, -1).mean(1) if length >= bins else per_pos
 
 
+@memoized
 def run_position_loss(cfg: LongContextConfig, profile: str, progress: bool = True) -> pd.DataFrame:
     """Loss by position over a 16L window for every model of notebook 02 (its model cache, every seed)."""
     c02 = lm.load_config(profile)
@@ -280,6 +283,7 @@ def local_llama(cfg: LongContextConfig, corpus: Corpus, progress: bool = True) -
     return str(hf.train_byte_llama(config, folder, fit))
 
 
+@memoized
 def run_hf(cfg: LongContextConfig, progress: bool = True) -> pd.DataFrame:
     """Bits per token and passkey accuracy by length of the transformers model, native RoPE and each
     scaling set through its config's `rope_parameters`."""

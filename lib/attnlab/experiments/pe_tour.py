@@ -15,6 +15,7 @@ from typing_extensions import Self
 from ..claims import Measured, claim, select
 from ..config import Config
 from ..errors import ConfigError
+from ..memo import memoized
 from ..positional import (
     PEDims,
     alibi_slopes,
@@ -188,6 +189,7 @@ def randomized_positions(cfg: PETourConfig, draws: int = 8) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+@memoized
 def run(cfg: PETourConfig) -> pd.DataFrame:
     """Every measurement of notebook 01 as one tidy frame."""
     return pd.concat([decay_curves(cfg), offset_invariance(cfg), sinusoidal_dot_products(cfg),
