@@ -58,3 +58,13 @@ def test_the_digest_covers_every_source_file():
 def test_an_input_without_a_fingerprint_is_an_error():
     with pytest.raises(TypeError, match="no fingerprint for a object"):
         memo.fingerprint(object())
+
+
+def test_a_file_as_the_folder_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from attnlab.errors import ConfigError
+
+    (tmp_path / "f").write_text("")
+    monkeypatch.setenv(memo.ENV, str(tmp_path / "f"))
+    with pytest.raises(ConfigError, match=r"^ATTNLAB_RESULTS_CACHE = '.*/f': not a folder$"):
+        measure(EvalConfig(), torch.ones(3))
+    assert not CALLS

@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel
 
 from .config import to_dict
+from .errors import ConfigError
 from .io import atomic_write_bytes
 
 ENV = "ATTNLAB_RESULTS_CACHE"
@@ -69,6 +70,8 @@ def memoized(fn: Callable[P, R]) -> Callable[P, R]:
         root = os.environ.get(ENV)
         if not root:
             return fn(*args, **kwargs)
+        if Path(root).exists() and not Path(root).is_dir():  # before any work, not after it
+            raise ConfigError(f"{ENV} = '{root}': not a folder")
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         inputs = {k: v for k, v in bound.arguments.items() if k != "progress"}  # a progress bar changes nothing
